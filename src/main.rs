@@ -1,0 +1,4 @@
+//! The `qqmail-proxy` command.
+#![forbid(unsafe_code)]
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! IMAP login phase (placeholder).

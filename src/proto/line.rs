@@ -1,0 +1,181 @@
+//! CRLF line framing with a hard length limit, shared by the three login phases.
+
+use bytes::{Buf, BytesMut};
+
+use crate::secrets::wipe;
+
+/// One framing result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A whole line, without its line ending. Lines ending in a bare LF are accepted too
+    /// (many printers send them); a CR just before the LF is removed.
+    Line(BytesMut),
+    /// A line went over the limit. It is discarded, up to and including its LF (which may
+    /// arrive later); this is reported once per overlong line.
+    TooLong,
+    /// No whole line is buffered yet.
+    NeedMore,
+}
+
+/// Splits a byte stream into lines of at most `max` bytes, keeping no state but a scan
+/// offset (so that a line arriving one byte at a time is scanned once) and whether an
+/// overlong line is being skipped.
+#[derive(Debug, Clone)]
+pub struct LineFramer {
+    max: usize,
+    scanned: usize,
+    discarding: bool,
+}
+
+impl LineFramer {
+    /// A framer that accepts lines of up to `max` bytes, line ending excluded.
+    pub fn new(max: usize) -> Self {
+        LineFramer {
+            max,
+            scanned: 0,
+            discarding: false,
+        }
+    }
+
+    /// True while the rest of an overlong line is being skipped.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
+    }
+
+    /// Takes the next line from the front of `buf`.
+    pub fn next_frame(&mut self, buf: &mut BytesMut) -> Frame {
+        loop {
+            let start = self.scanned.min(buf.len());
+            match memchr::memchr(b'\n', &buf[start..]) {
+                Some(i) => {
+                    let end = start + i + 1;
+                    self.scanned = 0;
+                    if self.discarding {
+                        // The tail of a line already reported as too long.
+                        wipe(&mut buf[..end]);
+                        buf.advance(end);
+                        self.discarding = false;
+                        continue;
+                    }
+                    let mut line = buf.split_to(end);
+                    line.truncate(line.len() - 1);
+                    if line.last() == Some(&b'\r') {
+                        line.truncate(line.len() - 1);
+                    }
+                    if line.len() > self.max {
+                        wipe(&mut line);
+                        return Frame::TooLong;
+                    }
+                    return Frame::Line(line);
+                }
+                None => {
+                    if self.discarding {
+                        wipe(&mut buf[..]);
+                        buf.clear();
+                        self.scanned = 0;
+                        return Frame::NeedMore;
+                    }
+                    // `max + 1` leaves room for the CR of a CRLF that has not arrived.
+                    if buf.len() > self.max + 1 {
+                        wipe(&mut buf[..]);
+                        buf.clear();
+                        self.scanned = 0;
+                        self.discarding = true;
+                        return Frame::TooLong;
+                    }
+                    self.scanned = buf.len();
+                    return Frame::NeedMore;
+                }
+            }
+        }
+    }
+}
+
+/// Splits off the first space-separated word of `line` (the command verb), returning it
+/// and the rest with leading spaces removed.
+pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
+    match memchr::memchr(b' ', line) {
+        Some(i) => {
+            let rest = &line[i + 1..];
+            let skip = rest.iter().take_while(|&&b| b == b' ').count();
+            (&line[..i], &rest[skip..])
+        }
+        None => (line, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(input: &[u8], max: usize, chunk: usize) -> Vec<Frame> {
+        let mut f = LineFramer::new(max);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            loop {
+                match f.next_frame(&mut buf) {
+                    Frame::NeedMore => break,
+                    other => out.push(other),
+                }
+            }
+        }
+        out
+    }
+
+    fn line(s: &[u8]) -> Frame {
+        Frame::Line(BytesMut::from(s))
+    }
+
+    #[test]
+    fn table() {
+        let cases: &[(&[u8], usize, Vec<Frame>)] = &[
+            (b"EHLO x\r\n", 100, vec![line(b"EHLO x")]),
+            (b"EHLO x\n", 100, vec![line(b"EHLO x")]),
+            (b"A\r\nB\r\n", 100, vec![line(b"A"), line(b"B")]),
+            (b"\r\n", 100, vec![line(b"")]),
+            (b"12345\r\n", 5, vec![line(b"12345")]),
+            (b"123456\r\nok\r\n", 5, vec![Frame::TooLong, line(b"ok")]),
+            (b"partial", 100, vec![]),
+            (b"a\rb\r\n", 100, vec![line(b"a\rb")]),
+        ];
+        for (input, max, want) in cases {
+            for chunk in [1, 2, 3, 5, 7, 64, 512] {
+                assert_eq!(
+                    &frames(input, *max, chunk),
+                    want,
+                    "input {:?} chunk {chunk}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn overlong_without_newline_is_bounded_and_reported_once() {
+        let mut f = LineFramer::new(10);
+        let mut buf = BytesMut::new();
+        let mut reports = 0;
+        for _ in 0..1000 {
+            buf.extend_from_slice(&[b'x'; 1024]);
+            if f.next_frame(&mut buf) == Frame::TooLong {
+                reports += 1;
+            }
+            assert!(buf.len() <= 1024);
+        }
+        assert_eq!(reports, 1);
+        buf.extend_from_slice(b"tail\r\nNOOP\r\n");
+        assert_eq!(f.next_frame(&mut buf), line(b"NOOP"));
+    }
+
+    #[test]
+    fn split_word_table() {
+        assert_eq!(
+            split_word(b"MAIL FROM:<a>"),
+            (&b"MAIL"[..], &b"FROM:<a>"[..])
+        );
+        assert_eq!(split_word(b"QUIT"), (&b"QUIT"[..], &b""[..]));
+        assert_eq!(split_word(b"AUTH   PLAIN"), (&b"AUTH"[..], &b"PLAIN"[..]));
+    }
+}
