@@ -1,0 +1,4 @@
+//! Test support: a throw-away CA, fake upstream servers and a handle on the proxy process.
+#![allow(dead_code)]
+
+pub mod ca;
