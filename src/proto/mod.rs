@@ -18,6 +18,7 @@ pub mod sasl;
 pub mod smtp;
 
 #[cfg(test)]
+#[allow(dead_code)] // each protocol's tests use a different part of it
 pub(crate) mod testkit;
 
 /// The three protocols the proxy serves.
