@@ -3,5 +3,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
+pub mod config;
+pub mod net;
 pub mod proto;
+pub mod providers;
 pub mod secrets;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,291 @@
+//! Configuration: the TOML file and `QQMAIL_*` environment variables, validated into typed
+//! settings. Every mistake stops start-up with a message naming the key and the fix.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use crate::proto::StartTlsMode;
+use crate::providers::{Provider, ServerAddr};
+use crate::secrets::Secret;
+
+pub mod env;
+pub mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use env::{Env, ProcessEnv};
+use raw::RawConfig;
+pub use validate::{check_hash, parse_cidr};
+
+/// A configuration mistake. The text always names the key (or variable) and the fix.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        message: String,
+    },
+    /// A value is missing or wrong.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Where: `[[account]] "main" email`, `QQMAIL_EMAIL`, ...
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// How the envelope sender and From header are made acceptable to the provider.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewriteSender {
+    /// Pass MAIL FROM as the client sent it (the provider may refuse it).
+    Off,
+    /// Replace MAIL FROM with the account address (QQ's 501 rule).
+    Envelope,
+    /// Also rewrite the `From:` header, keeping the display name, adding `Reply-To:`.
+    Header,
+}
+
+impl RewriteSender {
+    pub(crate) fn parse(s: &str) -> Option<RewriteSender> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" => Some(RewriteSender::Off),
+            "envelope" => Some(RewriteSender::Envelope),
+            "header" => Some(RewriteSender::Header),
+            _ => None,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// An upstream mailbox and how to log into it.
+#[derive(Debug)]
+pub struct Account {
+    /// The id users refer to.
+    pub id: String,
+    /// The address: upstream login name and, when rewriting, the sender.
+    pub email: String,
+    /// The preset it came from.
+    pub provider: &'static Provider,
+    /// Upstream SMTP server, if any.
+    pub smtp: Option<ServerAddr>,
+    /// Upstream IMAP server, if any.
+    pub imap: Option<ServerAddr>,
+    /// Upstream POP3 server, if any.
+    pub pop3: Option<ServerAddr>,
+    /// Extra trust anchor for upstream certificates.
+    pub ca_file: Option<PathBuf>,
+    /// The authorization code.
+    pub code: Secret,
+    /// Where the code came from (`env QQMAIL_AUTH_CODE`, `file /run/secrets/x`), for messages.
+    pub code_source: String,
+}
+
+/// A local login.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Login name.
+    pub name: String,
+    /// Argon2 PHC string (never the password).
+    pub password_hash: String,
+    /// Index into [`Config::accounts`].
+    pub account: usize,
+}
+
+/// One protocol's listener.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// Bound addresses.
+    pub listen: Vec<SocketAddr>,
+    /// STARTTLS offer.
+    pub starttls: StartTlsMode,
+}
+
+/// The SMTP listener and its relay policy.
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// Addresses and STARTTLS.
+    pub listener: Listener,
+    /// Sender rewriting.
+    pub rewrite_sender: RewriteSender,
+    /// Networks that may send without AUTH.
+    pub allow_unauthenticated: Vec<IpNet>,
+    /// The account they send as (index into [`Config::accounts`]).
+    pub unauthenticated_account: Option<usize>,
+}
+
+/// The local certificate for STARTTLS.
+#[derive(Debug, Clone)]
+pub struct LocalTls {
+    /// Certificate chain (PEM); generated when absent.
+    pub cert_file: PathBuf,
+    /// Private key (PEM, mode 0600); generated when absent.
+    pub key_file: PathBuf,
+    /// Extra names for a generated certificate.
+    pub names: Vec<String>,
+}
+
+/// Limits and timeouts, each with a safe default.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest command line, CRLF excluded (default 16 KiB; RFC 4954 §4 asks for 12288).
+    pub max_line_length: usize,
+    /// Largest IMAP literal before login (default 16 KiB).
+    pub max_literal_size: usize,
+    /// Silence allowed before login (default 60 s).
+    pub pre_auth_timeout: Duration,
+    /// Silence allowed after login on IMAP/POP3 (default 31 min: RFC 9051 §5.4 wants ≥ 30).
+    pub idle_timeout: Duration,
+    /// Silence allowed between SMTP commands (default 5 min, RFC 5321 §4.5.3.2.7).
+    pub command_timeout: Duration,
+    /// Upstream connect/greeting/login/reply timeout (default 30 s).
+    pub upstream_timeout: Duration,
+    /// Wait for the upstream's verdict after DATA (default 10 min, RFC 5321 §4.5.3.2.6).
+    pub upstream_data_timeout: Duration,
+    /// Concurrent sessions (default 256).
+    pub max_sessions: usize,
+    /// Concurrent sessions per client address (default 32).
+    pub max_sessions_per_ip: usize,
+    /// Failed logins per session before it is closed (default 3).
+    pub max_auth_failures: u32,
+    /// Failed logins from one address before a lockout (default 10).
+    pub lockout_failures: u32,
+    /// Lockout length (default 15 min).
+    pub lockout_duration: Duration,
+    /// How long a verified password is remembered (default 5 min; 0 disables).
+    pub auth_cache_ttl: Duration,
+    /// How long shutdown waits for sessions in flight (default 30 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line_length: 16 * 1024,
+            max_literal_size: 16 * 1024,
+            pre_auth_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(31 * 60),
+            command_timeout: Duration::from_secs(5 * 60),
+            upstream_timeout: Duration::from_secs(30),
+            upstream_data_timeout: Duration::from_secs(10 * 60),
+            max_sessions: 256,
+            max_sessions_per_ip: 32,
+            max_auth_failures: 3,
+            lockout_failures: 10,
+            lockout_duration: Duration::from_secs(15 * 60),
+            auth_cache_ttl: Duration::from_secs(5 * 60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Generated credentials and certificates.
+    pub state_dir: PathBuf,
+    /// Name in greetings.
+    pub hostname: String,
+    /// Log format from the file or `QQMAIL_LOG_FORMAT` (the CLI flag wins).
+    pub log_format: Option<LogFormat>,
+    /// Upstream accounts (at least one).
+    pub accounts: Vec<Arc<Account>>,
+    /// Local users; empty means "generate one per account on first start".
+    pub users: Vec<User>,
+    /// SMTP gateway, when enabled.
+    pub smtp: Option<SmtpSettings>,
+    /// IMAP gateway, when enabled.
+    pub imap: Option<Listener>,
+    /// POP3 gateway, when enabled.
+    pub pop3: Option<Listener>,
+    /// Local certificate.
+    pub tls: LocalTls,
+    /// Limits.
+    pub limits: Limits,
+    /// Health and metrics listener.
+    pub admin: Option<SocketAddr>,
+    /// Things worth a warning at start (not errors).
+    pub warnings: Vec<String>,
+}
+
+/// Default listen addresses when running from the environment alone.
+pub const DEFAULT_SMTP_LISTEN: &str = "127.0.0.1:2525";
+/// Default IMAP listen address.
+pub const DEFAULT_IMAP_LISTEN: &str = "127.0.0.1:1143";
+/// Default POP3 listen address.
+pub const DEFAULT_POP3_LISTEN: &str = "127.0.0.1:1110";
+
+impl Config {
+    /// Loads `path` (if any), applies `QQMAIL_*` variables from `env`, and validates.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                parse(&text).map_err(|message| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    message,
+                })?
+            }
+            None => RawConfig::default(),
+        };
+        env::apply(&mut raw, env, path.is_some())?;
+        validate::validate(raw, env)
+    }
+
+    /// The account a user logs into.
+    pub fn account_of(&self, user: &User) -> &Arc<Account> {
+        &self.accounts[user.account]
+    }
+}
+
+/// Parses TOML text into the raw shape.
+pub fn parse(text: &str) -> Result<RawConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+}

@@ -1,0 +1,234 @@
+//! The config file as written: serde structs that mirror the TOML, before validation.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`) so that a typo is an error, not a
+//! silently ignored setting. Every value is checked again in `config::validate`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::proto::StartTlsMode;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Where generated credentials and certificates live (default `certs`).
+    pub state_dir: Option<PathBuf>,
+    /// Name used in greetings and EHLO (default: `localhost`).
+    pub hostname: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Upstream accounts.
+    #[serde(default)]
+    pub account: Vec<RawAccount>,
+    /// Local users.
+    #[serde(default)]
+    pub user: Vec<RawUser>,
+    /// SMTP listener.
+    pub smtp: Option<RawSmtp>,
+    /// IMAP listener.
+    pub imap: Option<RawListener>,
+    /// POP3 listener.
+    pub pop3: Option<RawListener>,
+    /// Local certificate.
+    #[serde(default)]
+    pub tls: RawTls,
+    /// Limits and timeouts.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// Admin HTTP listener.
+    pub admin: Option<RawAdmin>,
+}
+
+/// `[[account]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    /// Referred to by `[[user]].account`.
+    pub id: Option<String>,
+    /// The mailbox address; also the upstream login name.
+    pub email: Option<String>,
+    /// Preset name.
+    pub provider: Option<String>,
+    /// Environment variable holding the code.
+    pub auth_code_env: Option<String>,
+    /// File holding the code.
+    pub auth_code_file: Option<PathBuf>,
+    /// Upstream SMTP override.
+    pub smtp_server: Option<String>,
+    /// Upstream IMAP override.
+    pub imap_server: Option<String>,
+    /// Upstream POP3 override.
+    pub pop3_server: Option<String>,
+    /// Extra trust anchor (PEM) for the upstream certificates.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `[[user]]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// Local login name.
+    pub name: Option<String>,
+    /// Argon2 PHC string.
+    pub password_hash: Option<String>,
+    /// Account id; may be omitted when there is exactly one account.
+    pub account: Option<String>,
+}
+
+/// `[imap]` and `[pop3]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// Addresses to listen on.
+    pub listen: Option<Vec<String>>,
+    /// STARTTLS mode.
+    pub starttls: Option<StartTlsMode>,
+}
+
+/// `[smtp]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSmtp {
+    /// Addresses to listen on.
+    pub listen: Option<Vec<String>>,
+    /// STARTTLS mode.
+    pub starttls: Option<StartTlsMode>,
+    /// `off`, `envelope` or `header`.
+    pub rewrite_sender: Option<String>,
+    /// CIDRs that may send without AUTH.
+    pub allow_unauthenticated: Option<Vec<String>>,
+    /// The account those clients send as.
+    pub unauthenticated_account: Option<String>,
+    /// Explicit consent to a catch-all `allow_unauthenticated`.
+    pub i_know_this_is_an_open_relay: Option<bool>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Extra names for a generated certificate.
+    pub names: Option<Vec<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the health/metrics listener.
+    pub listen: Option<String>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Longest command line.
+    pub max_line_length: Option<usize>,
+    /// Largest IMAP literal before login.
+    pub max_literal_size: Option<usize>,
+    /// Silence allowed before login.
+    #[serde(default, deserialize_with = "duration")]
+    pub pre_auth_timeout: Option<Duration>,
+    /// Silence allowed after login (IMAP/POP3).
+    #[serde(default, deserialize_with = "duration")]
+    pub idle_timeout: Option<Duration>,
+    /// Silence allowed between SMTP commands after login.
+    #[serde(default, deserialize_with = "duration")]
+    pub command_timeout: Option<Duration>,
+    /// Upstream connect, greeting, login and reply timeout.
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_timeout: Option<Duration>,
+    /// Wait for the upstream's reply to the end of DATA.
+    #[serde(default, deserialize_with = "duration")]
+    pub upstream_data_timeout: Option<Duration>,
+    /// Concurrent sessions in total.
+    pub max_sessions: Option<usize>,
+    /// Concurrent sessions from one client address.
+    pub max_sessions_per_ip: Option<usize>,
+    /// Failed logins allowed in one session.
+    pub max_auth_failures: Option<u32>,
+    /// Failed logins from one address before it is locked out.
+    pub lockout_failures: Option<u32>,
+    /// How long a lockout lasts.
+    #[serde(default, deserialize_with = "duration")]
+    pub lockout_duration: Option<Duration>,
+    /// How long a successful local login is remembered (skipping argon2).
+    #[serde(default, deserialize_with = "duration")]
+    pub auth_cache_ttl: Option<Duration>,
+    /// How long shutdown waits for sessions in flight.
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_grace: Option<Duration>,
+}
+
+/// Accepts a whole number of seconds or a string such as `"90s"`, `"5m"`, `"2h"`, `"250ms"`.
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Secs(u64),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::Secs(s) => Ok(Some(Duration::from_secs(s))),
+        Either::Text(t) => parse_duration(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// Parses `"90s"`, `"5m"`, `"2h"`, `"250ms"` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: write e.g. \"30s\", \"5m\", \"1h\""))?;
+    let d = match unit.trim() {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {text:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("30s", Some(30_000)),
+            ("5m", Some(300_000)),
+            ("1h", Some(3_600_000)),
+            ("250ms", Some(250)),
+            ("12", Some(12_000)),
+            ("5 m", Some(300_000)),
+            ("x", None),
+            ("5d", None),
+            ("", None),
+        ];
+        for (text, ms) in cases {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_millis() as u64),
+                ms,
+                "{text}"
+            );
+        }
+    }
+}

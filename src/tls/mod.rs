@@ -1,0 +1,45 @@
+//! TLS on both sides: the local certificate for STARTTLS (`local`) and verified
+//! connections to the providers (`upstream`). rustls only, TLS 1.2 and 1.3, ring.
+
+use std::sync::Arc;
+
+use thiserror::Error;
+
+pub mod local;
+pub mod upstream;
+
+/// The crypto provider used everywhere (one provider, so one set of algorithms to audit).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Why a certificate or TLS configuration could not be set up.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// Which file (`tls.cert_file`, `ca_file`, ...).
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file holds nothing usable.
+    #[error("{what} {path}: {message}")]
+    Pem {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// rustls refused the material.
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// Certificate generation failed.
+    #[error("generating the local certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}

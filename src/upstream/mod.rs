@@ -1,0 +1,252 @@
+//! Connections to the providers: TCP with timeouts, implicit TLS or mandatory STARTTLS
+//! (never plaintext), and the injected login with the account's authorization code for
+//! each protocol (`smtp`, `imap`, `pop3`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::net::{self, show, LineError, LineStream};
+use crate::providers::{Security, ServerAddr};
+use crate::tls::upstream::handshake;
+
+pub mod imap;
+pub mod pop3;
+pub mod smtp;
+
+/// The connection to an upstream server: always TLS.
+pub type UpstreamStream = TlsStream<TcpStream>;
+
+/// Longest reply line accepted from an upstream.
+pub const MAX_UPSTREAM_LINE: usize = 64 * 1024;
+
+/// Why the upstream login failed. `Display` is for logs; [`UpstreamError::client_text`]
+/// is the short text shown to the client. Neither ever contains the code.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    /// The account has no server for this protocol.
+    #[error("account has no {0} server configured")]
+    NotConfigured(&'static str),
+    /// TCP connect failed.
+    #[error("cannot reach {server}: {source}")]
+    Connect {
+        /// `host:port`.
+        server: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS failed (certificate problems are named).
+    #[error("{server}: {message}")]
+    Tls {
+        /// `host:port`.
+        server: String,
+        /// What failed.
+        message: String,
+    },
+    /// `starttls://` was asked for but the server does not offer it. No credential was sent.
+    #[error("{server} does not offer STARTTLS; refusing to send credentials without TLS")]
+    NoStartTls {
+        /// `host:port`.
+        server: String,
+    },
+    /// The server sent something before the TLS handshake that it should not have.
+    #[error("{server} sent unexpected data before the TLS handshake")]
+    PlaintextInjection {
+        /// `host:port`.
+        server: String,
+    },
+    /// No reply within the timeout.
+    #[error("{server} did not answer ({stage}) within {secs} s")]
+    Timeout {
+        /// `host:port`.
+        server: String,
+        /// Greeting, login, ...
+        stage: &'static str,
+        /// The timeout.
+        secs: u64,
+    },
+    /// The connection closed or failed mid-exchange.
+    #[error("{server} closed the connection ({stage}): {detail}")]
+    Closed {
+        /// `host:port`.
+        server: String,
+        /// Greeting, login, ...
+        stage: &'static str,
+        /// Detail.
+        detail: String,
+    },
+    /// The server refused the connection or greeted with an error.
+    #[error("{server} refused the session: {}", show(reply))]
+    Refused {
+        /// `host:port`.
+        server: String,
+        /// The server's reply, as bytes.
+        reply: Vec<u8>,
+    },
+    /// The server rejected the account's code (wrong, revoked, or service disabled).
+    #[error("{server} rejected the login for {email}: {}", show(reply))]
+    Rejected {
+        /// `host:port`.
+        server: String,
+        /// The account address.
+        email: String,
+        /// The server's reply.
+        reply: Vec<u8>,
+    },
+    /// A temporary refusal of the login (rate limiting, in use).
+    #[error("{server} temporarily refused the login for {email}: {}", show(reply))]
+    TempFail {
+        /// `host:port`.
+        server: String,
+        /// The account address.
+        email: String,
+        /// The server's reply.
+        reply: Vec<u8>,
+    },
+    /// Anything else unexpected.
+    #[error("{server}: unexpected reply ({stage}): {}", show(reply))]
+    Protocol {
+        /// `host:port`.
+        server: String,
+        /// Greeting, login, ...
+        stage: &'static str,
+        /// The reply.
+        reply: Vec<u8>,
+    },
+}
+
+impl UpstreamError {
+    /// True when the upstream rejected the stored code (not a network problem).
+    pub fn is_rejection(&self) -> bool {
+        matches!(self, UpstreamError::Rejected { .. })
+    }
+
+    /// A short kind for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::NotConfigured(_) => "not_configured",
+            UpstreamError::Connect { .. } => "connect",
+            UpstreamError::Tls { .. } => "tls",
+            UpstreamError::NoStartTls { .. } | UpstreamError::PlaintextInjection { .. } => {
+                "starttls"
+            }
+            UpstreamError::Timeout { .. } => "timeout",
+            UpstreamError::Closed { .. } => "closed",
+            UpstreamError::Refused { .. } => "refused",
+            UpstreamError::Rejected { .. } => "rejected",
+            UpstreamError::TempFail { .. } => "tempfail",
+            UpstreamError::Protocol { .. } => "protocol",
+        }
+    }
+
+    /// Text for the client: one line, no secrets, at most 200 characters.
+    pub fn client_text(&self) -> String {
+        let text = self.to_string();
+        let clean: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(200)
+            .collect();
+        format!("upstream unavailable: {clean}")
+    }
+}
+
+/// Context for one upstream exchange: the server name for messages, and the timeout.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    /// `host:port` for messages.
+    pub server: String,
+    /// Timeout for each read and write.
+    pub timeout: Duration,
+    /// The account address (the upstream login name).
+    pub email: String,
+}
+
+impl Ctx {
+    /// Maps a line-reading error at `stage` into an [`UpstreamError`].
+    pub fn line_error(&self, stage: &'static str, e: LineError) -> UpstreamError {
+        match e {
+            LineError::Timeout => UpstreamError::Timeout {
+                server: self.server.clone(),
+                stage,
+                secs: self.timeout.as_secs(),
+            },
+            other => UpstreamError::Closed {
+                server: self.server.clone(),
+                stage,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// An unexpected reply at `stage`.
+    pub fn protocol(&self, stage: &'static str, reply: &[u8]) -> UpstreamError {
+        UpstreamError::Protocol {
+            server: self.server.clone(),
+            stage,
+            reply: reply.to_vec(),
+        }
+    }
+}
+
+/// The pre-TLS part of a STARTTLS upstream: read the greeting, check the offer, ask for
+/// the upgrade. Each protocol implements it.
+pub trait StartTlsDialog {
+    /// Runs the plaintext dialog; on success the next byte on the wire is the TLS handshake.
+    fn negotiate(
+        conn: &mut LineStream<TcpStream>,
+        ctx: &Ctx,
+    ) -> impl std::future::Future<Output = Result<(), UpstreamError>> + Send;
+}
+
+/// Connects to `server` and returns a verified TLS stream, with any bytes read after the
+/// handshake in the buffer (none, normally). For `starttls://` the dialog `D` runs
+/// first; if the server does not offer STARTTLS, no credential is ever sent.
+pub async fn connect<D: StartTlsDialog>(
+    server: &ServerAddr,
+    tls: Arc<rustls::ClientConfig>,
+    ctx: &Ctx,
+) -> Result<LineStream<UpstreamStream>, UpstreamError> {
+    let tcp = net::connect(&server.host, server.port, ctx.timeout)
+        .await
+        .map_err(|source| UpstreamError::Connect {
+            server: ctx.server.clone(),
+            source,
+        })?;
+    let tcp = match server.security {
+        Security::Implicit => tcp,
+        Security::StartTls => {
+            let mut plain = LineStream::new(tcp, MAX_UPSTREAM_LINE);
+            D::negotiate(&mut plain, ctx).await?;
+            let (tcp, leftover) = plain.into_parts();
+            // Bytes that arrived before the handshake could be an injected reply
+            // (CVE-2011-0411 in reverse): refuse rather than interpret them.
+            if !leftover.is_empty() {
+                return Err(UpstreamError::PlaintextInjection {
+                    server: ctx.server.clone(),
+                });
+            }
+            tcp
+        }
+    };
+    let stream = tokio::time::timeout(ctx.timeout, handshake(tls, &server.host, tcp))
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            server: ctx.server.clone(),
+            stage: "TLS handshake",
+            secs: ctx.timeout.as_secs(),
+        })?
+        .map_err(|message| UpstreamError::Tls {
+            server: ctx.server.clone(),
+            message,
+        })?;
+    Ok(LineStream::with_buffer(
+        stream,
+        BytesMut::with_capacity(16 * 1024),
+        MAX_UPSTREAM_LINE,
+    ))
+}
