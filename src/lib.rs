@@ -1,13 +1,35 @@
 //! qqmail-proxy: a local SMTP/IMAP/POP3 gateway for mail providers that require an
 //! authorization code over TLS (QQ Mail, Tencent Exmail, NetEase, iCloud, Gmail).
+//!
+//! How a session flows, and which module owns each step:
+//!
+//! ```text
+//! client ──TCP──▶ server (accept, limits, span) ──▶ session::run::<P>
+//!     P = proto::{smtp,imap,pop3} (pure login phase: bytes in → Actions out)
+//!     STARTTLS ─ tls::local        local auth ─ auth (argon2, cache, lockout)
+//!     upstream ─ upstream::{smtp,imap,pop3} over tls::upstream (verified, never plaintext)
+//!     relay    ─ session::relay::splice (IMAP/POP3 bytes) | session::smtp (transactions)
+//! ```
+//!
+//! `config` turns TOML and `QQMAIL_*` variables into typed settings, `providers` holds
+//! the presets, `secrets` the zeroizing `Secret`, `runtime` what sessions share, `state`
+//! generated local logins, `metrics` + `admin` the health and Prometheus endpoint, and
+//! `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod providers;
+pub mod runtime;
 pub mod secrets;
+pub mod server;
+pub mod session;
+pub mod state;
 pub mod tls;
 pub mod upstream;

@@ -143,6 +143,47 @@ impl UpstreamError {
         }
     }
 
+    /// A plain-language hint for logs and `qqmail-proxy check`.
+    pub fn hint(&self) -> Option<&'static str> {
+        let reply = match self {
+            UpstreamError::Rejected { reply, .. }
+            | UpstreamError::TempFail { reply, .. }
+            | UpstreamError::Refused { reply, .. } => Some(reply.to_ascii_lowercase()),
+            _ => None,
+        };
+        if reply
+            .as_ref()
+            .is_some_and(|r| memchr::memmem::find(r, b"frequency").is_some())
+        {
+            return Some(
+                "the provider is rate-limiting this account or address (QQ: \"frequency limited\"): \
+                 wait 10-30 minutes and avoid repeated test logins",
+            );
+        }
+        match self {
+            UpstreamError::Rejected { .. } => Some(
+                "the authorization code is wrong or was revoked, or the IMAP/SMTP service is off: \
+                 generate a new code in QQ Mail → Settings → Account (POP3/IMAP/SMTP service) and \
+                 update the proxy's auth code",
+            ),
+            UpstreamError::TempFail { .. } => {
+                Some("the provider refused the login for now (often rate limiting): try again later")
+            }
+            UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } => Some(
+                "check the server name and port, DNS, and that this machine may reach the provider \
+                 (firewall, proxy)",
+            ),
+            UpstreamError::Tls { .. } => Some(
+                "the server's certificate could not be verified: check this machine's clock; set \
+                 ca_file only for a server with a private CA",
+            ),
+            UpstreamError::NoStartTls { .. } => Some(
+                "the server offers no STARTTLS: use its implicit-TLS port (tls://host:port) instead",
+            ),
+            _ => None,
+        }
+    }
+
     /// Text for the client: one line, no secrets, at most 200 characters.
     pub fn client_text(&self) -> String {
         let text = self.to_string();

@@ -1,0 +1,187 @@
+//! The command line (clap): `serve`, `init`, `hash-password`, `reset-password`,
+//! `check-config`, `check`, `send-test`, `providers`, `healthcheck`. The only place
+//! where errors become `anyhow` and reach the user as text.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::secrets::Secret;
+
+mod check;
+mod init;
+mod serve;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qqmail-proxy",
+    version,
+    about = "Lets printers, scanners and old mail apps use QQ Mail (and 163, Exmail, iCloud, Gmail) \
+             through localhost: plain SMTP/IMAP/POP3 in, verified TLS with the authorization code out.",
+    after_help = "Examples:\n  \
+        QQMAIL_EMAIL=12345@qq.com QQMAIL_AUTH_CODE=abcdefghijklmnop qqmail-proxy serve\n  \
+        qqmail-proxy init --email 12345@qq.com\n  \
+        qqmail-proxy serve --config config/qqmail-proxy.toml\n  \
+        echo -n 'printer password' | qqmail-proxy hash-password\n  \
+        qqmail-proxy check --config config/qqmail-proxy.toml\n  \
+        qqmail-proxy send-test --to someone@example.com"
+)]
+pub struct Cli {
+    /// Config file (TOML). Without one, QQMAIL_* environment variables configure a single account.
+    #[arg(long, short, global = true, env = "QQMAIL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format (overrides log_format / QQMAIL_LOG_FORMAT). RUST_LOG sets the level.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormatArg>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default way to start it).
+    Serve,
+    /// Write a commented config file with a generated local password.
+    Init {
+        /// The mailbox address, e.g. 12345@qq.com.
+        #[arg(long)]
+        email: String,
+        /// Provider preset (see `qqmail-proxy providers`).
+        #[arg(long, default_value = "qq")]
+        provider: String,
+        /// Local user name for clients.
+        #[arg(long, default_value = "printer")]
+        user: String,
+        /// Where to write it.
+        #[arg(long, default_value = "config/qqmail-proxy.toml")]
+        output: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Read a password on stdin and print its argon2 hash (for [[user]].password_hash).
+    HashPassword,
+    /// Generate a new local password (when no [[user]] is configured).
+    ResetPassword,
+    /// Validate the configuration and print the effective settings (secrets masked).
+    CheckConfig,
+    /// Log in to every account's upstream servers with the stored code and report.
+    Check,
+    /// Send a short test message through an account's upstream SMTP server.
+    SendTest {
+        /// Recipient address.
+        #[arg(long)]
+        to: String,
+        /// Account id (default: the first).
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// List the provider presets.
+    Providers,
+    /// Exit 0 when the running proxy answers (for container health checks).
+    Healthcheck,
+}
+
+fn load(path: Option<&Path>) -> Result<Config> {
+    Ok(Config::load(path, &ProcessEnv)?)
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let log_format = cli.log_format.map(|f| match f {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    let path = cli.config.as_deref();
+    match cli.command {
+        Command::Serve => serve::serve(path, log_format),
+        Command::Init {
+            email,
+            provider,
+            user,
+            output,
+            force,
+        } => init::init(&email, &provider, &user, &output, force),
+        Command::HashPassword => {
+            let password = read_password()?;
+            let hash = crate::auth::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+            println!("{hash}");
+            Ok(())
+        }
+        Command::ResetPassword => {
+            let config = load(path)?;
+            if !config.users.is_empty() {
+                bail!(
+                    "this configuration defines its own [[user]] entries: change a password with \
+                     `qqmail-proxy hash-password` and put the hash in the config"
+                );
+            }
+            let (_, generated) = crate::state::local_users(&config, true)?;
+            crate::state::announce(&generated, &crate::state::users_file(&config));
+            println!("Restart the proxy (or send it SIGHUP) to use the new password.");
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let config = load(path)?;
+            print!("{}", check::describe(&config));
+            Ok(())
+        }
+        Command::Check => check::check(&load(path)?),
+        Command::SendTest { to, account } => {
+            check::send_test(&load(path)?, &to, account.as_deref())
+        }
+        Command::Providers => {
+            print!("{}", crate::providers::table());
+            Ok(())
+        }
+        Command::Healthcheck => check::healthcheck(&load(path)?),
+    }
+}
+
+/// Reads a password from stdin: the first line, without its line ending.
+fn read_password() -> Result<Secret> {
+    let mut raw = Vec::new();
+    std::io::stdin()
+        .take(4096)
+        .read_to_end(&mut raw)
+        .context("reading the password from stdin")?;
+    let mut password = Secret::new(raw);
+    let line_end = password
+        .expose()
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(password.len());
+    let trimmed = password.expose()[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&password.expose()[..line_end])
+        .to_vec();
+    password = Secret::new(trimmed);
+    if password.is_empty() {
+        bail!("no password on stdin: run `echo -n 'the password' | qqmail-proxy hash-password`");
+    }
+    Ok(password)
+}
+
+/// Builds the tokio runtime used by the async commands.
+fn tokio() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}

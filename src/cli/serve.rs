@@ -1,0 +1,173 @@
+//! `qqmail-proxy serve`: load and validate, set up logging, generate what is missing,
+//! bind, announce readiness, run until SIGTERM/SIGINT, reload on SIGHUP.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::metrics::Metrics;
+use crate::runtime::Runtime;
+use crate::server::{self, Current};
+
+/// Installs the global tracing subscriber (stderr; level from RUST_LOG, default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn build(config: Config, metrics: Arc<Metrics>) -> Result<Runtime> {
+    let (users, generated) = crate::state::local_users(&config, false)?;
+    crate::state::announce(&generated, &crate::state::users_file(&config));
+    Ok(Runtime::build(config, &users, metrics)?)
+}
+
+/// Runs the proxy.
+pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
+    let config = Config::load(path, &ProcessEnv)?;
+    init_logging(log_format.or(config.log_format).unwrap_or_default());
+    for w in &config.warnings {
+        warn!("{w}");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let admin = config.admin;
+    let rt = build(config, metrics.clone())?;
+    describe(&rt);
+    super::tokio()?.block_on(async move {
+        let listeners = server::bind(&rt).await?;
+        let admin_listener = match admin {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("[admin] listen {addr}"))?;
+                info!(protocol = "admin", addr = %l.local_addr().unwrap_or(addr), "listening");
+                Some(l)
+            }
+            None => None,
+        };
+        let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
+        let shutdown = CancellationToken::new();
+        if let Some(l) = admin_listener {
+            tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
+        }
+        tokio::spawn(signals(
+            path.map(Path::to_path_buf),
+            current.clone(),
+            metrics,
+            shutdown.clone(),
+        ));
+        info!(version = env!("CARGO_PKG_VERSION"), "ready");
+        server::serve(current, listeners, shutdown).await;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+fn describe(rt: &Runtime) {
+    for a in &rt.config.accounts {
+        let show = |s: &Option<crate::providers::ServerAddr>| {
+            s.as_ref().map_or("-".to_string(), ToString::to_string)
+        };
+        info!(
+            account = %a.id,
+            email = %a.email,
+            provider = a.provider.names[0],
+            smtp = %show(&a.smtp),
+            imap = %show(&a.imap),
+            pop3 = %show(&a.pop3),
+            code_from = %a.code_source,
+            "account"
+        );
+    }
+    if let Some(fp) = &rt.fingerprint {
+        info!(
+            cert = %rt.config.tls.cert_file.display(),
+            sha256 = %fp,
+            generated = rt.cert_generated,
+            "local STARTTLS certificate"
+        );
+    }
+    info!(users = rt.auth.user_count(), "local users loaded");
+}
+
+#[cfg(unix)]
+async fn signals(
+    path: Option<PathBuf>,
+    current: Current,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+            _ = hup.recv() => reload(path.as_deref(), &current, &metrics),
+        }
+    }
+    shutdown.cancel();
+}
+
+#[cfg(not(unix))]
+async fn signals(
+    _path: Option<PathBuf>,
+    _current: Current,
+    _metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
+}
+
+/// Re-reads the configuration; on any error the running one stays.
+fn reload(path: Option<&Path>, current: &Current, metrics: &Arc<Metrics>) {
+    let result = Config::load(path, &ProcessEnv)
+        .map_err(anyhow::Error::from)
+        .and_then(|c| build(c, metrics.clone()));
+    match result {
+        Ok(new) => {
+            let old = current.read().map(|r| r.clone()).ok();
+            if let Some(old) = old {
+                let listens = |rt: &Runtime| {
+                    format!(
+                        "{:?}{:?}{:?}",
+                        rt.config.smtp.as_ref().map(|s| &s.listener.listen),
+                        rt.config.imap.as_ref().map(|l| &l.listen),
+                        rt.config.pop3.as_ref().map(|l| &l.listen)
+                    )
+                };
+                if listens(&old) != listens(&new) {
+                    warn!("listen addresses changed: they take effect only after a restart");
+                }
+            }
+            for w in &new.config.warnings {
+                warn!("{w}");
+            }
+            if let Ok(mut slot) = current.write() {
+                *slot = Arc::new(new);
+            }
+            info!("configuration reloaded; sessions in progress keep the old one");
+        }
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Everything sessions share, built from one validated [`Config`]: the local users'
+//! authenticator, the STARTTLS acceptor, one verified TLS client config per account, and
+//! what was learnt from upstreams. Rebuilt whole on SIGHUP; sessions keep the one they
+//! started with.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use tokio_rustls::TlsAcceptor;
+
+use crate::auth::Authenticator;
+use crate::config::{Account, Config, User};
+use crate::metrics::Metrics;
+use crate::proto::StartTlsMode;
+use crate::tls::{self, TlsError};
+
+/// Why a runtime could not be built.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    /// The local certificate or an account's `ca_file` is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Shared session state.
+pub struct Runtime {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Local users (configured or generated).
+    pub auth: Authenticator,
+    /// STARTTLS acceptor, when any listener offers STARTTLS.
+    pub acceptor: Option<TlsAcceptor>,
+    /// SHA-256 fingerprint of the local certificate.
+    pub fingerprint: Option<String>,
+    /// True when the local certificate was generated during this start.
+    pub cert_generated: bool,
+    upstream_tls: HashMap<String, Arc<rustls::ClientConfig>>,
+    smtp_size: Mutex<HashMap<String, u64>>,
+    /// Counters (kept across reloads).
+    pub metrics: Arc<Metrics>,
+}
+
+impl Runtime {
+    /// Builds the runtime; generates the local certificate if needed.
+    pub fn build(
+        config: Config,
+        users: &[User],
+        metrics: Arc<Metrics>,
+    ) -> Result<Runtime, RuntimeError> {
+        let needs_tls = [
+            config.smtp.as_ref().map(|s| &s.listener),
+            config.imap.as_ref(),
+            config.pop3.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|l| l.starttls != StartTlsMode::Off);
+        let (acceptor, fingerprint, cert_generated) = if needs_tls {
+            let cert = tls::local::load_or_generate(&config.tls, &config.hostname)?;
+            (Some(cert.acceptor), Some(cert.fingerprint), cert.generated)
+        } else {
+            (None, None, false)
+        };
+        let mut upstream_tls = HashMap::new();
+        for a in &config.accounts {
+            upstream_tls.insert(
+                a.id.clone(),
+                tls::upstream::client_config(a.ca_file.as_deref())?,
+            );
+        }
+        let auth = Authenticator::new(&config, users);
+        Ok(Runtime {
+            config: Arc::new(config),
+            auth,
+            acceptor,
+            fingerprint,
+            cert_generated,
+            upstream_tls,
+            smtp_size: Mutex::new(HashMap::new()),
+            metrics,
+        })
+    }
+
+    /// A runtime for the operator commands: upstream TLS only, no local certificate and
+    /// no users.
+    pub fn build_for_check(config: &Config, users: &[User]) -> Result<Runtime, RuntimeError> {
+        let mut upstream_tls = HashMap::new();
+        for a in &config.accounts {
+            upstream_tls.insert(
+                a.id.clone(),
+                tls::upstream::client_config(a.ca_file.as_deref())?,
+            );
+        }
+        let shallow = Config {
+            state_dir: config.state_dir.clone(),
+            hostname: config.hostname.clone(),
+            log_format: config.log_format,
+            accounts: config.accounts.clone(),
+            users: users.to_vec(),
+            smtp: None,
+            imap: None,
+            pop3: None,
+            tls: config.tls.clone(),
+            limits: config.limits.clone(),
+            admin: None,
+            warnings: Vec::new(),
+        };
+        Ok(Runtime {
+            auth: Authenticator::new(&shallow, users),
+            config: Arc::new(shallow),
+            acceptor: None,
+            fingerprint: None,
+            cert_generated: false,
+            upstream_tls,
+            smtp_size: Mutex::new(HashMap::new()),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+
+    /// The TLS client config for an account's upstreams (every configured account has one).
+    pub fn upstream_tls(&self, account: &Account) -> Option<Arc<rustls::ClientConfig>> {
+        self.upstream_tls.get(&account.id).cloned()
+    }
+
+    /// The SIZE to advertise for an account: what its upstream said last, else the preset.
+    pub fn smtp_size(&self, account: &Account) -> Option<u64> {
+        let learnt = self
+            .smtp_size
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&account.id).copied());
+        learnt.or(account.provider.smtp_size)
+    }
+
+    /// Remembers the SIZE an account's upstream advertised.
+    pub fn learn_smtp_size(&self, account: &Account, size: u64) {
+        if let Ok(mut m) = self.smtp_size.lock() {
+            m.insert(account.id.clone(), size);
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Listeners and the accept loop: binds every configured address, caps sessions in total
+//! and per client address, spawns one task per connection inside a tracing span, and
+//! shuts down gracefully (stop accepting, let sessions finish within the grace period).
+//! SIGHUP swaps in a freshly validated runtime; sessions keep the one they started with.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn, Instrument};
+
+use crate::proto::imap::ImapLogin;
+use crate::proto::pop3::Pop3Login;
+use crate::proto::smtp::SmtpLogin;
+use crate::proto::Protocol;
+use crate::runtime::Runtime;
+use crate::session;
+
+/// Why the server could not start.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// A listen address could not be bound.
+    #[error("[{protocol}] listen {addr}: {source} (is another program using the port, or is the address not on this machine?)")]
+    Bind {
+        /// Which listener.
+        protocol: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The runtime currently in force (replaced on reload).
+pub type Current = Arc<RwLock<Arc<Runtime>>>;
+
+/// One bound listener.
+pub struct Bound {
+    /// Its protocol (or `None` for the admin endpoint).
+    pub protocol: Protocol,
+    /// The socket.
+    pub listener: TcpListener,
+}
+
+/// Binds every listener in the runtime's config, logging each address.
+pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
+    let cfg = &rt.config;
+    let mut out = Vec::new();
+    for (protocol, listener) in [
+        (Protocol::Smtp, cfg.smtp.as_ref().map(|s| &s.listener)),
+        (Protocol::Imap, cfg.imap.as_ref()),
+        (Protocol::Pop3, cfg.pop3.as_ref()),
+    ] {
+        let Some(listener) = listener else { continue };
+        for addr in &listener.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    protocol: protocol.name(),
+                    addr: *addr,
+                    source,
+                })?;
+            let local = l.local_addr().unwrap_or(*addr);
+            info!(protocol = protocol.name(), addr = %local, starttls = listener.starttls.name(), "listening");
+            out.push(Bound {
+                protocol,
+                listener: l,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Counts sessions per client address.
+#[derive(Default)]
+struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accept loops and session tasks, until `shutdown` fires; then waits up to the grace
+/// period for sessions to finish.
+pub async fn serve(current: Current, listeners: Vec<Bound>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let max = current
+        .read()
+        .map(|rt| rt.config.limits.max_sessions)
+        .unwrap_or(256);
+    let sessions = Arc::new(Semaphore::new(max));
+    let per_ip = Arc::new(PerIp::default());
+    let ids = Arc::new(AtomicU64::new(1));
+    for bound in listeners {
+        tracker.spawn(accept_loop(
+            bound,
+            current.clone(),
+            sessions.clone(),
+            per_ip.clone(),
+            ids.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    let grace = current
+        .read()
+        .map(|rt| rt.config.limits.shutdown_grace)
+        .unwrap_or(Duration::from_secs(30));
+    info!(
+        sessions = tracker.len().saturating_sub(0),
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections"
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!("sessions still running after the grace period; closing them");
+    }
+}
+
+fn busy_reply(protocol: Protocol) -> &'static [u8] {
+    match protocol {
+        Protocol::Smtp => b"421 4.7.0 Too many connections, try again later\r\n",
+        Protocol::Imap => b"* BYE Too many connections, try again later\r\n",
+        Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    }
+}
+
+async fn refuse(mut tcp: TcpStream, protocol: Protocol) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), tcp.write_all(busy_reply(protocol))).await;
+    let _ = tcp.shutdown().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    bound: Bound,
+    current: Current,
+    sessions: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    ids: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let protocol = bound.protocol;
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let accepted = tokio::select! {
+            r = bound.listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(50);
+                x
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                error!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let rt = match current.read() {
+            Ok(rt) => rt.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let permit: OwnedSemaphorePermit = match sessions.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                warn!(client = %peer, %protocol, "session limit reached; refusing connection");
+                tracker.spawn(refuse(tcp, protocol));
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.acquire(peer.ip(), rt.config.limits.max_sessions_per_ip) else {
+            warn!(client = %peer, %protocol, "per-address session limit reached; refusing connection");
+            tracker.spawn(refuse(tcp, protocol));
+            continue;
+        };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("session", id, proto = protocol.name(), client = %peer);
+        let token = shutdown.child_token();
+        tracker.spawn(
+            async move {
+                let policy = session::policy(&rt, protocol, peer);
+                match protocol {
+                    Protocol::Smtp => {
+                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token).await;
+                    }
+                    Protocol::Imap => {
+                        session::run(rt, tcp, peer, ImapLogin::new(policy), token).await;
+                    }
+                    Protocol::Pop3 => {
+                        session::run(rt, tcp, peer, Pop3Login::new(policy), token).await;
+                    }
+                }
+                drop(slot);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
