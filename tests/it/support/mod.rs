@@ -2,3 +2,6 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod config;
+pub mod proxy;
+pub mod smtp;
