@@ -2,3 +2,6 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod imap;
+pub mod pop3;
+pub mod upstream;
