@@ -3,5 +3,8 @@
 
 pub mod ca;
 pub mod config;
+pub mod imap;
+pub mod pop3;
 pub mod proxy;
 pub mod smtp;
+pub mod upstream;
