@@ -240,7 +240,7 @@ async fn send(
 /// What the login phase ended with.
 enum LoggedIn {
     /// Authenticated, upstream ready.
-    Upstream(Arc<Account>, Upstream),
+    Upstream(Arc<Account>, Box<Upstream>),
     /// SMTP client from an allow-listed address: the relay connects on MAIL.
     Unauthenticated(Arc<Account>),
 }
@@ -272,17 +272,19 @@ pub async fn run<P: LoginPhase>(
     if let Some((client, done)) = logged_in {
         let limits = &rt.config.limits;
         match done {
-            LoggedIn::Upstream(_, Upstream::Imap(upstream::imap::ImapUpstream { conn, .. }))
-            | LoggedIn::Upstream(_, Upstream::Pop3(upstream::pop3::Pop3Upstream { conn })) => {
-                let (stream, leftover) = conn.into_parts();
-                let ended =
-                    relay::splice(client, buf, stream, leftover, limits.idle_timeout, shutdown)
-                        .await;
-                finish_splice(&mut report, ended);
-            }
-            LoggedIn::Upstream(account, Upstream::Smtp(up)) => {
-                smtp::relay(&rt, client, buf, account, Some(up), &shutdown, &mut report).await;
-            }
+            LoggedIn::Upstream(account, up) => match *up {
+                Upstream::Imap(upstream::imap::ImapUpstream { conn, .. })
+                | Upstream::Pop3(upstream::pop3::Pop3Upstream { conn }) => {
+                    let (stream, leftover) = conn.into_parts();
+                    let ended =
+                        relay::splice(client, buf, stream, leftover, limits.idle_timeout, shutdown)
+                            .await;
+                    finish_splice(&mut report, ended);
+                }
+                Upstream::Smtp(up) => {
+                    smtp::relay(&rt, client, buf, account, Some(up), &shutdown, &mut report).await;
+                }
+            },
             LoggedIn::Unauthenticated(account) => {
                 smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
             }
@@ -442,7 +444,7 @@ async fn login_phase<P: LoginPhase>(
                                     Upstream::Imap(i) => i.capabilities.clone(),
                                     _ => None,
                                 };
-                                pending = Some(LoggedIn::Upstream(account, up));
+                                pending = Some(LoggedIn::Upstream(account, Box::new(up)));
                                 LoginOutcome::Success { capabilities }
                             }
                             Err(e) => {

@@ -299,13 +299,13 @@ impl Relay<'_> {
             size += n;
             if !scanner.smuggled() && self.up.is_some() {
                 let ok = match headers.as_mut() {
-                    None => self.to_upstream(&chunk).await,
+                    None => self.forward_upstream(&chunk).await,
                     Some(h) => {
                         h.extend_from_slice(&chunk);
                         match self.take_headers(h, scan.end.is_some()) {
                             Some(bytes) => {
                                 headers = None;
-                                self.to_upstream(&bytes).await
+                                self.forward_upstream(&bytes).await
                             }
                             None => true,
                         }
@@ -388,7 +388,7 @@ impl Relay<'_> {
         None
     }
 
-    async fn to_upstream(&mut self, bytes: &[u8]) -> bool {
+    async fn forward_upstream(&mut self, bytes: &[u8]) -> bool {
         let timeout = self.rt.config.limits.upstream_timeout;
         match self.up.as_mut() {
             Some(up) => up.conn.send(bytes, timeout).await.is_ok(),

@@ -3,4 +3,5 @@
 
 mod fakes_imap_pop3;
 mod fakes_smtp;
+mod smoke;
 mod support;
