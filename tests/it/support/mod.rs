@@ -7,4 +7,5 @@ pub mod imap;
 pub mod pop3;
 pub mod proxy;
 pub mod smtp;
+pub mod tools;
 pub mod upstream;
