@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the outside programs the test suite drives (Debian/Ubuntu packages), once.
+# Idempotent: installs only what is missing. Needs root (or sudo).
+set -euo pipefail
+
+packages=(
+  # clients driven by tests/it and tests/interop
+  curl swaks python3 msmtp isync neomutt openssl ca-certificates
+  # the stand-in for QQ Mail in tests/interop
+  dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
+  # benchmark peer (bench/)
+  stunnel4
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: run as root, or install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Postfix asks how to configure itself; the interop suite brings its own config.
+echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
+$sudo apt-get update -qq
+$sudo apt-get install -y --no-install-recommends "${missing[@]}"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command): installs the outside tools, then runs
+# the unit and integration tests, the interop suite against real Dovecot + Postfix, short
+# fuzzing runs and a short benchmark. Ends with one "N passed, M failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash tests/install-deps.sh || exit 1
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+failed_steps=()
+step() {
+  local name=$1; shift
+  echo "=== $name"
+  if "$@" 2>&1 | tee -a "$log"; then :; else failed_steps+=("$name"); fi
+}
+
+step "cargo test" cargo test --all-targets --no-fail-fast
+[ -x tests/interop/run.sh ] && step "interop (Dovecot + Postfix)" bash tests/interop/run.sh
+
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
+# Suites that print their own "N passed, M failed" line (interop, docker) are added in.
+own=$(grep -E '^([a-z-]+: )?[0-9]+ passed, [0-9]+ failed$' "$log")
+passed=$((passed + $(echo "$own" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')))
+failed=$((failed + $(echo "$own" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')))
+if [ ${#failed_steps[@]} -gt 0 ]; then
+  echo "failed steps: ${failed_steps[*]}"
+  [ "$failed" -eq 0 ] && failed=${#failed_steps[@]}
+fi
+echo "total: $passed passed, $failed failed"
+[ ${#failed_steps[@]} -eq 0 ]
