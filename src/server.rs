@@ -143,8 +143,12 @@ pub async fn serve(current: Current, listeners: Vec<Bound>, shutdown: Cancellati
         .read()
         .map(|rt| rt.config.limits.shutdown_grace)
         .unwrap_or(Duration::from_secs(30));
+    let active = current
+        .read()
+        .map(|rt| rt.metrics.active_total())
+        .unwrap_or(0);
     info!(
-        sessions = tracker.len().saturating_sub(0),
+        sessions = active,
         grace_secs = grace.as_secs(),
         "shutting down: no new connections"
     );

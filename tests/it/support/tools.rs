@@ -21,14 +21,23 @@ pub fn require(program: &str, package: &str) -> PathBuf {
 }
 
 /// Runs a program to completion on a blocking thread with a deadline, capturing output.
-pub async fn run(program: PathBuf, args: Vec<String>, stdin: Option<Vec<u8>>, deadline: Duration) -> Output {
+pub async fn run(
+    program: PathBuf,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    deadline: Duration,
+) -> Output {
     let name = program.display().to_string();
     let task = tokio::task::spawn_blocking(move || {
         use std::io::Write;
         use std::process::{Command, Stdio};
         let mut child = Command::new(&program)
             .args(&args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
