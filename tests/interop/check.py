@@ -68,10 +68,14 @@ class Upstream:
             state["email"], state["code"], state["ca"], state["email"], "", "", "",
         )
         self.m = None
+        # Local ports of these connections, so phase B can tell the proxy's
+        # upstream logins in dovecot.log (rport=) from the checker's own.
+        self.ports = set()
 
     def _conn(self):
         if self.m is None:
             self.m = clients.imap_connect(self.t)
+            self.ports.add(self.m.sock.getsockname()[1])
             self.m.select("INBOX")
         return self.m
 

@@ -430,8 +430,8 @@ def mbsync_sync(t):
             'Pass "%s"' % t.password,
             "SSLType %s" % ssltype,
             "CertificateFile %s" % os.path.join(t.workdir, "mbsync-trust.pem"),
-            # LOGIN named explicitly: mbsync refuses to send a password over a
-            # plaintext connection unless told to.
+            # IMAP LOGIN named explicitly, so the command sent does not depend
+            # on which Cyrus SASL plugins happen to be installed.
             "AuthMechs LOGIN",
             "",
             "IMAPStore remote",

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-#! Interop suite runner: starts Dovecot + Postfix as a stand-in for QQ Mail,
-#! drives real clients against it directly (phase A) and through
-#! qqmail-proxy (phase B), and prints one PASS/FAIL line per check.
+# Interop suite runner: starts Dovecot + Postfix as a stand-in for QQ Mail,
+# drives real clients against it directly (phase A) and through
+# qqmail-proxy (phase B), and prints one PASS/FAIL line per check.
 #
 # Usage: tests/interop/run.sh [--direct-only] [--keep]
 #   --direct-only  run phase A only (no proxy binary needed)
@@ -56,12 +56,14 @@ pass() { echo "PASS $1" | tee -a "$RESULTS"; }
 fail() { echo "FAIL $1: $2" | tee -a "$RESULTS"; }
 
 # Stops a process by PID: TERM, a bounded wait, then KILL.
+# (Called from the EXIT trap, which shellcheck does not follow.)
+# shellcheck disable=SC2317
 stop_pid() {
-  local pid="$1" name="$2" i
+  local pid="$1" name="$2"
   [ -n "$pid" ] || return 0
   kill -0 "$pid" 2>/dev/null || return 0
   kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done
@@ -69,6 +71,7 @@ stop_pid() {
   kill -KILL "$pid" 2>/dev/null
 }
 
+# shellcheck disable=SC2317
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -92,13 +95,23 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# bash runs a trap only once its foreground child exits, so phases run in
+# the background under `wait` (which a signal interrupts) and a signal stops
+# the running phase before the EXIT trap stops the daemons.
+CHILD_PID=""
+# shellcheck disable=SC2317
+on_signal() {
+  fail "suite/interrupted" "received a signal"
+  stop_pid "$CHILD_PID" check.py
+  exit 130
+}
+trap on_signal INT TERM
 
 # Waits (bounded: 10 s) until something accepts TCP on 127.0.0.1:$1,
 # failing early if the daemon with PID $2 died.
 wait_port() {
-  local port="$1" pid="$2" i
-  for i in $(seq 1 100); do
+  local port="$1" pid="$2"
+  for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
     sleep 0.1
@@ -108,8 +121,8 @@ wait_port() {
 
 # Waits (bounded: 10 s) for a unix socket to appear.
 wait_socket() {
-  local path="$1" i
-  for i in $(seq 1 100); do
+  local path="$1"
+  for _ in $(seq 1 100); do
     [ -S "$path" ] && return 0
     sleep 0.1
   done
@@ -265,8 +278,24 @@ EOF
 write_state
 
 # --- phase A: direct ---------------------------------------------------------
+# Each phase runs under a watchdog: every client call has its own timeout,
+# but a hang must never eat CI's time budget.
+run_phase() {
+  local phase="$1" limit="$2" rc
+  HOME="$T/home" timeout --kill-after=10 "$limit" "$PY" "$HERE/check.py" "$T/state.json" "$phase" &
+  CHILD_PID=$!
+  wait "$CHILD_PID"
+  rc=$?
+  CHILD_PID=""
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    fail "$phase/watchdog" "phase did not finish within ${limit}s"
+  elif [ "$rc" -ne 0 ]; then
+    fail "$phase/check.py" "exited $rc"
+  fi
+}
+
 echo "== phase A: clients -> stand-in (implicit TLS, real code)"
-HOME="$T/home" "$PY" "$HERE/check.py" "$T/state.json" direct
+run_phase direct 300
 
 if [ "$DIRECT_ONLY" -eq 1 ]; then
   echo "== phase B skipped (--direct-only)"
@@ -284,6 +313,7 @@ pass "proxy/binary"
 PX="$T/proxy"
 mkdir -p "$PX/state"
 HASH="$(printf '%s' "$LOCAL_PASS" | "$PROXY_BIN" hash-password 2>"$PX/hash-password.err" | tr -d '\r\n')"
+# shellcheck disable=SC2016  # a literal '$argon2' prefix
 if [[ "$HASH" == '$argon2'* ]]; then
   pass "proxy/hash-password"
 else
@@ -318,5 +348,5 @@ else
 fi
 write_state
 
-HOME="$T/home" "$PY" "$HERE/check.py" "$T/state.json" proxy
+run_phase proxy 600
 exit 0
