@@ -5,9 +5,9 @@ set -euo pipefail
 
 packages=(
   # clients driven by tests/it and tests/interop
-  curl swaks python3 msmtp isync neomutt openssl ca-certificates
+  curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
   # the stand-in for QQ Mail in tests/interop
-  dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
+  dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
   # benchmark peer (bench/)
   stunnel4
 )
