@@ -16,7 +16,9 @@ use crate::server::{self, Current};
 /// Installs the global tracing subscriber (stderr; level from RUST_LOG, default info).
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rustls warns about every client that sends an IP address as SNI (GnuTLS does);
+        // harmless, so it is quiet unless RUST_LOG asks for it.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

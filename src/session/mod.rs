@@ -317,6 +317,9 @@ fn finish_splice(report: &mut Report, (end, moved): (relay::SpliceEnd, relay::Mo
         relay::SpliceEnd::Closed => Outcome::Ok,
         relay::SpliceEnd::Idle => Outcome::Timeout,
         relay::SpliceEnd::Shutdown => Outcome::Shutdown,
+        // Many servers (Dovecot, QQ) close after LOGOUT/QUIT without a TLS close_notify;
+        // that is an ordinary end, not an error.
+        relay::SpliceEnd::Error(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Outcome::Ok,
         relay::SpliceEnd::Error(e) => {
             debug!(error = %e, "relay ended with an error");
             Outcome::Error
