@@ -347,7 +347,6 @@ async fn login_phase<P: LoginPhase>(
     // The pre-auth deadline bounds the whole login phase, not each read, so that a
     // client sending one byte a minute (slowloris) is still closed in time.
     let deadline = tokio::time::Instant::now() + io_timeout;
-    let mut pending: Option<LoggedIn> = None;
     loop {
         match phase.advance(buf) {
             Action::NeedMore => {
@@ -397,9 +396,6 @@ async fn login_phase<P: LoginPhase>(
                     report.outcome = Outcome::Error;
                     return None;
                 }
-                if let Some(done) = pending.take() {
-                    return Some((take(client), done));
-                }
             }
             Action::Close(bytes) => {
                 let _ = send(client, &bytes, io_timeout, report).await;
@@ -437,6 +433,7 @@ async fn login_phase<P: LoginPhase>(
                 phase.tls_started();
             }
             Action::Login(creds) => {
+                let mut pending: Option<LoggedIn> = None;
                 report.user = Some(creds.user.clone());
                 let outcome = match rt.auth.verify(peer.ip(), &creds).await {
                     Verdict::Accepted(account) => {

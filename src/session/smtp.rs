@@ -232,6 +232,13 @@ impl Relay<'_> {
                 }
             };
             match self.upstream_command(&cmd).await {
+                // An upstream that timed the idle connection out answers the next command
+                // with 421 (RFC 5321 §3.8): reconnect once instead of failing the client.
+                Some(r) if r.code == 421 && !fresh && attempt == 0 => {
+                    debug!("upstream closed the idle connection (421); reconnecting");
+                    self.up = None;
+                    continue;
+                }
                 Some(r) => {
                     if r.is_positive() {
                         self.tx = Tx::Mail { sender: show(path) };
