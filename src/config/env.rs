@@ -96,10 +96,17 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
             starttls: None,
         });
     }
+    // A variable that an account names in `auth_code_env` is that account's code, not an
+    // override (the example config uses QQMAIL_AUTH_CODE that way).
+    let referenced = |v: &str| {
+        raw.account
+            .iter()
+            .any(|a| a.auth_code_env.as_deref() == Some(v))
+    };
     let account_vars: Vec<&str> = ACCOUNT_VARS
         .iter()
         .copied()
-        .filter(|v| get(v).is_some())
+        .filter(|v| get(v).is_some() && !(raw.account.len() > 1 && referenced(v)))
         .collect();
     if !account_vars.is_empty() {
         if raw.account.len() > 1 {
