@@ -279,6 +279,20 @@ fn validate_account(
             if trimmed != code.len() {
                 code = Secret::from_slice(&code.expose()[..trimmed]);
             }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    if meta.permissions().mode() & 0o077 != 0 {
+                        warnings.push(format!(
+                            "{}: {} is readable by other users; `chmod 600` it unless it is a \
+                             container secret mount",
+                            key("auth_code_file"),
+                            path.display()
+                        ));
+                    }
+                }
+            }
             (code, format!("file {}", path.display()))
         }
     };
