@@ -47,6 +47,9 @@ struct LocalUser {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
+    /// Checks in progress: counted against the limit so that parallel sessions from one
+    /// address cannot get more guesses verified than `lockout_failures`.
+    pending: u32,
     last: Instant,
     locked_until: Option<Instant>,
 }
@@ -126,6 +129,9 @@ impl Authenticator {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
             None => (self.dummy_hash.clone(), None),
         };
+        if !self.begin(ip) {
+            return Verdict::LockedOut;
+        }
         let password = creds.password.clone();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
@@ -205,6 +211,27 @@ impl Authenticator {
         }
     }
 
+    /// Reserves a check for `ip`; false when the address has used up its guesses (failed
+    /// plus in progress) and must not get another one verified.
+    fn begin(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        let entry = failures.entry(ip).or_insert(Failures {
+            count: 0,
+            pending: 0,
+            last: now,
+            locked_until: None,
+        });
+        if now.duration_since(entry.last) > self.lockout_duration && entry.pending == 0 {
+            entry.count = 0;
+        }
+        if entry.count + entry.pending >= self.lockout_failures {
+            return false;
+        }
+        entry.pending += 1;
+        true
+    }
+
     /// Records a failure; returns the delay to apply and whether the address is now locked.
     fn record_failure(&self, ip: IpAddr) -> (Duration, bool) {
         let now = Instant::now();
@@ -217,9 +244,11 @@ impl Authenticator {
         }
         let entry = failures.entry(ip).or_insert(Failures {
             count: 0,
+            pending: 1,
             last: now,
             locked_until: None,
         });
+        entry.pending = entry.pending.saturating_sub(1);
         // Failures older than the lockout window are forgotten.
         if now.duration_since(entry.last) > self.lockout_duration {
             entry.count = 0;
@@ -371,13 +400,47 @@ mod tests {
         ));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn parallel_guesses_cannot_exceed_the_limit() {
+        let a = Arc::new(auth(&Limits {
+            lockout_failures: 5,
+            ..Limits::default()
+        }));
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let a = a.clone();
+                tokio::spawn(
+                    async move { a.verify(IP, &creds("printer", &format!("guess{i}"))).await },
+                )
+            })
+            .collect();
+        let mut rejected = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Verdict::Rejected) {
+                rejected += 1;
+            }
+        }
+        // At most 4 plain rejections (the 5th failure locks); every other guess was refused
+        // without being checked.
+        assert!(rejected <= 4, "{rejected} guesses were verified");
+        assert!(matches!(
+            a.verify(IP, &creds("printer", "secret")).await,
+            Verdict::LockedOut
+        ));
+    }
+
     #[test]
     fn delays_grow_and_are_capped() {
         let a = auth(&Limits {
             lockout_failures: 100,
             ..Limits::default()
         });
-        let delays: Vec<u128> = (0..8).map(|_| a.record_failure(IP).0.as_millis()).collect();
+        let delays: Vec<u128> = (0..8)
+            .map(|_| {
+                a.begin(IP);
+                a.record_failure(IP).0.as_millis()
+            })
+            .collect();
         assert_eq!(delays, vec![250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
     }
 
