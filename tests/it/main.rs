@@ -4,4 +4,5 @@
 mod fakes_imap_pop3;
 mod fakes_smtp;
 mod smoke;
+mod smtp;
 mod support;
