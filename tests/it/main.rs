@@ -6,4 +6,5 @@ mod fakes_imap_pop3;
 mod fakes_smtp;
 mod mailin_peer;
 mod smoke;
+mod smtp;
 mod support;
