@@ -4,6 +4,7 @@
 mod admin;
 mod fakes_imap_pop3;
 mod fakes_smtp;
+mod imap;
 mod mailin_peer;
 mod smoke;
 mod smtp;
