@@ -2,19 +2,25 @@
 //! commands pipelined after LOGIN go upstream, upstream bytes read with the login reply
 //! go to the client), then `copy_bidirectional` moves bytes both ways with 64 KiB
 //! buffers and half-close handling, watched by an idle timer. No byte is parsed.
+//!
+//! When the server closes (after LOGOUT/QUIT, or on its own), the session is over for
+//! IMAP and POP3: the client gets what was in flight and is then closed, rather than
+//! waiting for a client that may never hang up.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::stream::Activity;
+use super::stream::{Activity, Watch};
 
 /// Relay buffer size in each direction.
 const BUF: usize = 64 * 1024;
+/// After the server closes, how long the last bytes may take to reach the client.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// How a relay ended.
 #[derive(Debug)]
@@ -53,26 +59,33 @@ where
     U: AsyncRead + AsyncWrite + Unpin,
 {
     let epoch = tokio::time::Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let mut client = Activity::new(client, last.clone(), epoch);
-    let mut upstream = Activity::new(upstream, last.clone(), epoch);
-    let mut moved = Moved {
-        up: client_leftover.len() as u64,
-        down: upstream_leftover.len() as u64,
+    let from_client = Arc::new(Watch::default());
+    let from_upstream = Arc::new(Watch::default());
+    let mut client = Activity::new(client, from_client.clone(), epoch);
+    let mut upstream = Activity::new(upstream, from_upstream.clone(), epoch);
+    let moved = |base_up: u64, base_down: u64| Moved {
+        up: base_up + from_client.bytes.load(Ordering::Relaxed),
+        down: base_down + from_upstream.bytes.load(Ordering::Relaxed),
     };
+    let (base_up, base_down) = (client_leftover.len() as u64, upstream_leftover.len() as u64);
     if !client_leftover.is_empty() {
         if let Err(e) = upstream.write_all(&client_leftover).await {
-            return (SpliceEnd::Error(e), moved);
+            return (SpliceEnd::Error(e), moved(base_up, base_down));
         }
     }
     if !upstream_leftover.is_empty() {
         if let Err(e) = client.write_all(&upstream_leftover).await {
-            return (SpliceEnd::Error(e), moved);
+            return (SpliceEnd::Error(e), moved(base_up, base_down));
         }
     }
     let watchdog = async {
         loop {
-            let seen = Duration::from_millis(last.load(Ordering::Relaxed));
+            let seen = Duration::from_millis(
+                from_client
+                    .last
+                    .load(Ordering::Relaxed)
+                    .max(from_upstream.last.load(Ordering::Relaxed)),
+            );
             let deadline = epoch + seen + idle;
             if tokio::time::Instant::now() >= deadline {
                 return;
@@ -80,19 +93,25 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF);
-    tokio::select! {
-        r = copy => match r {
-            Ok((up, down)) => {
-                moved.up += up;
-                moved.down += down;
-                (SpliceEnd::Closed, moved)
-            }
-            Err(e) => (SpliceEnd::Error(e), moved),
-        },
-        _ = watchdog => (SpliceEnd::Idle, moved),
-        _ = shutdown.cancelled() => (SpliceEnd::Shutdown, moved),
-    }
+    let server_closed = async {
+        from_upstream.eof.notified().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    let end = {
+        let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUF, BUF);
+        tokio::select! {
+            r = copy => match r {
+                Ok(_) => SpliceEnd::Closed,
+                Err(e) => SpliceEnd::Error(e),
+            },
+            _ = server_closed => SpliceEnd::Closed,
+            _ = watchdog => SpliceEnd::Idle,
+            _ = shutdown.cancelled() => SpliceEnd::Shutdown,
+        }
+    };
+    // The server is done: make sure the client sees the end too.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+    (end, moved(base_up, base_down))
 }
 
 #[cfg(test)]

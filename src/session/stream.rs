@@ -88,48 +88,59 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-/// Wraps a stream and records when it last delivered data (coarse milliseconds since the
-/// session's epoch), so an idle timer can watch a relay without touching the bytes.
+/// What a relay watches on one side: when it last delivered data (coarse milliseconds
+/// since the relay started), how many bytes it delivered, and whether it reached EOF.
+/// Updated once per read call, never per byte.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Milliseconds since the relay's epoch at the last read that returned data.
+    pub last: AtomicU64,
+    /// Bytes delivered by reads.
+    pub bytes: AtomicU64,
+    /// Signalled when a read returns end-of-file.
+    pub eof: tokio::sync::Notify,
+}
+
+/// Wraps a stream and reports its reads to a shared [`Watch`].
 pub struct Activity<S> {
     inner: S,
-    last: Arc<AtomicU64>,
+    watch: Arc<Watch>,
     epoch: tokio::time::Instant,
 }
 
 impl<S> Activity<S> {
-    /// Wraps `inner`, sharing `last` with the idle watchdog.
-    pub fn new(inner: S, last: Arc<AtomicU64>, epoch: tokio::time::Instant) -> Self {
-        Activity { inner, last, epoch }
-    }
-
-    fn touch(&self) {
-        self.last
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    /// Wraps `inner`, reporting to `watch`.
+    pub fn new(inner: S, watch: Arc<Watch>, epoch: tokio::time::Instant) -> Self {
+        Activity {
+            inner,
+            watch,
+            epoch,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Activity<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.touch();
+        if let Poll::Ready(Ok(())) = r {
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                this.watch.bytes.fetch_add(n, Ordering::Relaxed);
+                this.watch
+                    .last
+                    .store(this.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            } else if buf.remaining() > 0 {
+                this.watch.eof.notify_one();
+            }
         }
         r
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Activity<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
