@@ -2,10 +2,12 @@
 //! real clients. One test binary, so the suite links once.
 
 mod admin;
+mod cli;
 mod fakes_imap_pop3;
 mod fakes_smtp;
 mod imap;
 mod mailin_peer;
+mod pop3;
 mod smoke;
 mod smtp;
 mod support;

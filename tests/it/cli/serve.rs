@@ -1,0 +1,213 @@
+//! `serve` as a process: the zero-config start from the environment (generated password,
+//! reused on the next start, replaced by `reset-password`), SIGTERM, and SIGHUP reloads.
+
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::{cli, launch_with_args, signal, value_after, WAIT};
+use crate::pop3::{builder as pop3_builder, qq_opts, server_of, Raw, PASSWORD, USER};
+use crate::support::ca::TestCa;
+use crate::support::config::argon2_hash;
+use crate::support::pop3::FakePop3;
+use crate::support::proxy::{secret_forms, Proxy};
+use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE, DEFAULT_USER};
+
+/// Sends one message through the proxy's SMTP listener as `user`/`password`.
+async fn send_as(proxy: &Proxy, user: &str, password: &str) -> Result<(), String> {
+    let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+        .port(proxy.smtp_addr().port())
+        .credentials(Credentials::new(user.into(), password.into()))
+        .timeout(Some(WAIT))
+        .build();
+    let message = lettre::Message::builder()
+        .from("scanner@printer.local".parse().expect("from"))
+        .to("friend@example.com".parse().expect("to"))
+        .subject("scan")
+        .body("page 1\n".to_string())
+        .expect("message");
+    mailer
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Asserts that `password` appears in no form in the proxy's log (stderr); stdout is
+/// where a generated password is shown on purpose.
+fn assert_not_logged(proxy: &Proxy, password: &str) {
+    let logs = proxy.logs();
+    for (form, text) in secret_forms(password, &[DEFAULT_USER]) {
+        assert!(
+            !logs.contains(&text),
+            "the generated password is in the log as {form}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn zero_config_generates_a_password_once_and_reset_replaces_it() {
+    let ca = TestCa::new("cli zero-config CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let server = smtp.config_server();
+    let ca_file = ca.pem_path().display().to_string();
+    let env = [
+        ("QQMAIL_EMAIL", DEFAULT_USER),
+        ("QQMAIL_AUTH_CODE", DEFAULT_CODE),
+        ("QQMAIL_STATE_DIR", state_dir.as_str()),
+        ("QQMAIL_SMTP_LISTEN", "127.0.0.1:0"),
+        ("QQMAIL_IMAP_LISTEN", "127.0.0.1:0"),
+        ("QQMAIL_POP3_LISTEN", "127.0.0.1:0"),
+        ("QQMAIL_SMTP_SERVER", server.as_str()),
+        ("QQMAIL_CA_FILE", ca_file.as_str()),
+    ];
+    let start = || Proxy::launch(launch_with_args(&["serve"]).env(&env));
+
+    let proxy = start().await;
+    for protocol in ["smtp", "imap", "pop3"] {
+        assert_eq!(proxy.readiness().addrs(protocol).len(), 1, "{protocol}");
+    }
+    let line = proxy.wait_for_stdout("password:", WAIT).await;
+    let first = value_after(&line, "password:").expect("password");
+    assert!(proxy
+        .stdout()
+        .contains(&format!("user:     {DEFAULT_USER}")));
+    send_as(&proxy, DEFAULT_USER, &first)
+        .await
+        .expect("the generated password logs in");
+    let got = smtp.wait_messages(1, WAIT).await;
+    assert_eq!(got[0].auth_password, DEFAULT_CODE);
+    assert!(send_as(&proxy, DEFAULT_USER, "not-it-at-all")
+        .await
+        .is_err());
+    assert!(proxy.terminate().await.success());
+    assert_eq!(
+        proxy.stdout().matches("password:").count(),
+        1,
+        "{}",
+        proxy.stdout()
+    );
+    assert_not_logged(&proxy, &first);
+    proxy.assert_no_secret(&[DEFAULT_CODE]);
+    let users_file = state.path().join("local-users");
+    let stored = std::fs::read_to_string(&users_file).expect("local-users written");
+    assert!(
+        !stored.contains(&first) && stored.contains("$argon2"),
+        "{stored}"
+    );
+
+    // The second start reuses the stored hash and prints nothing.
+    let proxy = start().await;
+    send_as(&proxy, DEFAULT_USER, &first)
+        .await
+        .expect("the same password still logs in");
+    smtp.wait_messages(2, WAIT).await;
+    assert!(proxy.terminate().await.success());
+    assert!(!proxy.stdout().contains("password:"), "{}", proxy.stdout());
+    assert_eq!(std::fs::read_to_string(&users_file).expect("kept"), stored);
+    proxy.assert_no_secret(&[DEFAULT_CODE, &first]);
+
+    // reset-password prints a new one; the next start takes it and refuses the old one.
+    let ran = cli(&["reset-password"], &env, None, state.path())
+        .await
+        .success();
+    let second = value_after(&ran.stdout, "password:").expect("a new password");
+    assert_ne!(second, first);
+    assert!(ran.stdout.contains("SIGHUP"), "{}", ran.stdout);
+    let proxy = start().await;
+    assert!(send_as(&proxy, DEFAULT_USER, &first).await.is_err());
+    send_as(&proxy, DEFAULT_USER, &second)
+        .await
+        .expect("the reset password logs in");
+    assert!(proxy.terminate().await.success());
+    assert!(!proxy.stdout().contains("password:"), "{}", proxy.stdout());
+    proxy.assert_no_secret(&[DEFAULT_CODE, &first, &second]);
+}
+
+#[tokio::test]
+async fn sigterm_closes_waiting_clients_and_exits_zero() {
+    let ca = TestCa::new("cli sigterm CA");
+    let fake = FakePop3::start(qq_opts(&ca)).await;
+    let b = pop3_builder(&ca, server_of(&fake));
+    let proxy = Proxy::start_built(&b, &[]).await;
+    let (mut waiting, _) = Raw::connect(proxy.pop3_addr()).await;
+    assert!(waiting.cmd("CAPA").await.starts_with("+OK"));
+    waiting.multi(WAIT).await;
+    let status = proxy.terminate().await;
+    assert!(status.success(), "{status}");
+    let (rest, _) = waiting.until_closed().await;
+    assert_eq!(rest, b"-ERR Server shutting down\r\n");
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("SIGTERM: shutting down") && logs.contains("stopped"),
+        "{logs}"
+    );
+    proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD]);
+}
+
+/// Logs in over POP3 as `user`; returns the reply to PASS.
+async fn pop3_login(proxy: &Proxy, user: &str, password: &str) -> String {
+    let (mut raw, _) = Raw::connect(proxy.pop3_addr()).await;
+    assert!(raw.cmd(&format!("USER {user}")).await.starts_with("+OK"));
+    let reply = raw.cmd(&format!("PASS {password}")).await;
+    raw.send(b"QUIT\r\n").await;
+    reply
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
+    let ca = TestCa::new("cli sighup CA");
+    let fake = FakePop3::start(qq_opts(&ca)).await;
+    let b = pop3_builder(&ca, server_of(&fake));
+    let path = b.dir().join("config.toml");
+    let original = b.build();
+    std::fs::write(&path, &original).expect("write config");
+    let path_arg = path.display().to_string();
+    let env = b.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut launch = launch_with_args(&["serve", "--config", &path_arg]).env(&env);
+    launch.users = vec![USER.into(), "scanner".into(), DEFAULT_USER.into()];
+    let proxy = Proxy::launch(launch).await;
+
+    const SCANNER_PASSWORD: &str = "Sc4nner-Pa55";
+    let refused = pop3_login(&proxy, "scanner", SCANNER_PASSWORD).await;
+    assert_eq!(refused, "-ERR [AUTH] Invalid credentials\r\n");
+
+    let scanner = format!(
+        "\n[[user]]\nname = \"scanner\"\npassword_hash = \"{}\"\naccount = \"main\"\n",
+        argon2_hash(SCANNER_PASSWORD)
+    );
+    std::fs::write(&path, format!("{original}{scanner}")).expect("rewrite config");
+    let mark = proxy.log_mark();
+    signal(proxy.pid(), "HUP");
+    proxy
+        .wait_for_log_since(mark, "configuration reloaded", WAIT)
+        .await;
+    assert_eq!(
+        pop3_login(&proxy, "scanner", SCANNER_PASSWORD).await,
+        "+OK Logged in\r\n"
+    );
+
+    std::fs::write(&path, "[[account]\nthis is not TOML\n").expect("break config");
+    let mark = proxy.log_mark();
+    signal(proxy.pid(), "HUP");
+    let line = proxy.wait_for_log_since(mark, "reload failed", WAIT).await;
+    assert!(
+        line.contains("config.toml"),
+        "the error names the file: {line}"
+    );
+    for (user, password) in [(USER, PASSWORD), ("scanner", SCANNER_PASSWORD)] {
+        assert_eq!(
+            pop3_login(&proxy, user, password).await,
+            "+OK Logged in\r\n",
+            "{user} after a failed reload"
+        );
+    }
+    assert!(
+        proxy.exit_status().is_none(),
+        "a bad reload must not stop the proxy"
+    );
+    assert!(proxy.terminate().await.success());
+    proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD, SCANNER_PASSWORD]);
+}
