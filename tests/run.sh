@@ -16,6 +16,8 @@ step() {
 }
 
 step "cargo test" cargo test --all-targets --no-fail-fast
+# The container recipe reuses that build (a static link of the same objects).
+step "docker (podman, offline)" bash tests/docker/run.sh
 # The interop suite drives the binary `cargo test` just built.
 step "interop (Dovecot + Postfix)" env QQMAIL_PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/qqmail-proxy" \
   bash tests/interop/run.sh
