@@ -8,10 +8,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, StartTlsDialog, UpstreamError, UpstreamStream};
+use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::LineStream;
-use crate::providers::{Security, ServerAddr};
+use crate::providers::ServerAddr;
 use crate::secrets::Secret;
 
 /// Largest literal accepted inside an untagged response during login.
@@ -170,7 +170,14 @@ async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
 /// The IMAP STARTTLS dialog: only if the server lists STARTTLS.
 pub struct Dialog;
 
-impl StartTlsDialog for Dialog {
+impl Dialect for Dialog {
+    async fn greeting(
+        conn: &mut LineStream<UpstreamStream>,
+        ctx: &Ctx,
+    ) -> Result<(), UpstreamError> {
+        greeting(conn, ctx).await.map(drop)
+    }
+
     async fn negotiate(conn: &mut LineStream<TcpStream>, ctx: &Ctx) -> Result<(), UpstreamError> {
         let hello = greeting(conn, ctx).await?;
         let caps = match capabilities_in(&hello) {
@@ -265,15 +272,8 @@ pub async fn login(
     tls: Arc<rustls::ClientConfig>,
     timeout: std::time::Duration,
 ) -> Result<ImapUpstream, UpstreamError> {
-    let ctx = Ctx {
-        server: server.to_string(),
-        timeout,
-        email: account.email.clone(),
-    };
+    let ctx = Ctx::new(account, server, timeout);
     let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
-    if server.security == Security::Implicit {
-        greeting(&mut conn, &ctx).await?;
-    }
     let done = send_login(&mut conn, &ctx, account.email.as_bytes(), &account.code).await?;
     match done.status().as_slice() {
         b"OK" => {}

@@ -234,9 +234,15 @@ impl Ctx {
     }
 }
 
-/// The pre-TLS part of a STARTTLS upstream: read the greeting, check the offer, ask for
-/// the upgrade. Each protocol implements it.
-pub trait StartTlsDialog {
+/// How a protocol opens a session: reading the greeting, and the plaintext part of a
+/// STARTTLS upstream (greeting, check the offer, ask for the upgrade).
+pub trait Dialect {
+    /// Reads and checks the server greeting (implicit TLS, after the handshake).
+    fn greeting(
+        conn: &mut LineStream<UpstreamStream>,
+        ctx: &Ctx,
+    ) -> impl std::future::Future<Output = Result<(), UpstreamError>> + Send;
+
     /// Runs the plaintext dialog; on success the next byte on the wire is the TLS handshake.
     fn negotiate(
         conn: &mut LineStream<TcpStream>,
@@ -244,10 +250,21 @@ pub trait StartTlsDialog {
     ) -> impl std::future::Future<Output = Result<(), UpstreamError>> + Send;
 }
 
-/// Connects to `server` and returns a verified TLS stream, with any bytes read after the
-/// handshake in the buffer (none, normally). For `starttls://` the dialog `D` runs
-/// first; if the server does not offer STARTTLS, no credential is ever sent.
-pub async fn connect<D: StartTlsDialog>(
+impl Ctx {
+    /// The context for logging into `server` as `account`.
+    pub fn new(account: &crate::config::Account, server: &ServerAddr, timeout: Duration) -> Ctx {
+        Ctx {
+            server: server.to_string(),
+            timeout,
+            email: account.email.clone(),
+        }
+    }
+}
+
+/// Connects to `server` and returns a verified TLS stream whose greeting has been read
+/// (for `starttls://`, the plaintext dialog of `D` runs first; if the server does not
+/// offer STARTTLS, no credential is ever sent).
+pub async fn connect<D: Dialect>(
     server: &ServerAddr,
     tls: Arc<rustls::ClientConfig>,
     ctx: &Ctx,
@@ -285,9 +302,13 @@ pub async fn connect<D: StartTlsDialog>(
             server: ctx.server.clone(),
             message,
         })?;
-    Ok(LineStream::with_buffer(
+    let mut conn = LineStream::with_buffer(
         stream,
         BytesMut::with_capacity(16 * 1024),
         MAX_UPSTREAM_LINE,
-    ))
+    );
+    if server.security == Security::Implicit {
+        D::greeting(&mut conn, ctx).await?;
+    }
+    Ok(conn)
 }

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, StartTlsDialog, UpstreamError, UpstreamStream};
+use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::LineStream;
 use crate::proto::sasl;
-use crate::providers::{Security, ServerAddr};
+use crate::providers::ServerAddr;
 use crate::secrets::Secret;
 
 /// Most lines accepted in a CAPA listing.
@@ -67,7 +67,14 @@ async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
 /// The POP3 STLS dialog: greeting, CAPA, STLS only if listed.
 pub struct Dialog;
 
-impl StartTlsDialog for Dialog {
+impl Dialect for Dialog {
+    async fn greeting(
+        conn: &mut LineStream<UpstreamStream>,
+        ctx: &Ctx,
+    ) -> Result<(), UpstreamError> {
+        greeting(conn, ctx).await
+    }
+
     async fn negotiate(conn: &mut LineStream<TcpStream>, ctx: &Ctx) -> Result<(), UpstreamError> {
         greeting(conn, ctx).await?;
         let first = command(conn, ctx, "CAPA", b"CAPA\r\n").await?;
@@ -104,15 +111,8 @@ pub async fn login(
     tls: Arc<rustls::ClientConfig>,
     timeout: std::time::Duration,
 ) -> Result<Pop3Upstream, UpstreamError> {
-    let ctx = Ctx {
-        server: server.to_string(),
-        timeout,
-        email: account.email.clone(),
-    };
+    let ctx = Ctx::new(account, server, timeout);
     let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
-    if server.security == Security::Implicit {
-        greeting(&mut conn, &ctx).await?;
-    }
     let user = command(
         &mut conn,
         &ctx,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, StartTlsDialog, UpstreamError, UpstreamStream};
+use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::{LineError, LineStream};
 use crate::proto::sasl;
@@ -155,21 +155,25 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     expect(conn, ctx, stage).await
 }
 
-async fn greeting_and_ehlo<S: AsyncRead + AsyncWrite + Unpin>(
+async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut LineStream<S>,
+    ctx: &Ctx,
+) -> Result<(), UpstreamError> {
+    let greeting = expect(conn, ctx, "greeting").await?;
+    if greeting.code != 220 {
+        return Err(UpstreamError::Refused {
+            server: ctx.server.clone(),
+            reply: greeting.raw,
+        });
+    }
+    Ok(())
+}
+
+async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut LineStream<S>,
     ctx: &Ctx,
     hostname: &str,
-    read_greeting: bool,
 ) -> Result<SmtpCaps, UpstreamError> {
-    if read_greeting {
-        let greeting = expect(conn, ctx, "greeting").await?;
-        if greeting.code != 220 {
-            return Err(UpstreamError::Refused {
-                server: ctx.server.clone(),
-                reply: greeting.raw,
-            });
-        }
-    }
     let ehlo = command(conn, ctx, "EHLO", format!("EHLO {hostname}\r\n").as_bytes()).await?;
     if ehlo.code != 250 {
         return Err(ctx.protocol("EHLO", &ehlo.raw));
@@ -180,9 +184,17 @@ async fn greeting_and_ehlo<S: AsyncRead + AsyncWrite + Unpin>(
 /// The SMTP STARTTLS dialog (RFC 3207 §4): greeting, EHLO, STARTTLS only if offered.
 pub struct Dialog;
 
-impl StartTlsDialog for Dialog {
+impl Dialect for Dialog {
+    async fn greeting(
+        conn: &mut LineStream<UpstreamStream>,
+        ctx: &Ctx,
+    ) -> Result<(), UpstreamError> {
+        greeting(conn, ctx).await
+    }
+
     async fn negotiate(conn: &mut LineStream<TcpStream>, ctx: &Ctx) -> Result<(), UpstreamError> {
-        let caps = greeting_and_ehlo(conn, ctx, "localhost", true).await?;
+        greeting(conn, ctx).await?;
+        let caps = ehlo(conn, ctx, "localhost").await?;
         if !caps.starttls {
             let _ = conn.send(b"QUIT\r\n", ctx.timeout).await;
             return Err(UpstreamError::NoStartTls {
@@ -207,14 +219,10 @@ pub async fn login(
     hostname: &str,
     timeout: std::time::Duration,
 ) -> Result<SmtpUpstream, UpstreamError> {
-    let ctx = Ctx {
-        server: server.to_string(),
-        timeout,
-        email: account.email.clone(),
-    };
+    let ctx = Ctx::new(account, server, timeout);
     let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
-    let implicit = server.security == crate::providers::Security::Implicit;
-    let caps = greeting_and_ehlo(&mut conn, &ctx, hostname, implicit).await?;
+    // After STARTTLS the client must say EHLO again (RFC 3207 §4.2).
+    let caps = ehlo(&mut conn, &ctx, hostname).await?;
     authenticate(&mut conn, &ctx, &caps, &account.email, &account.code).await?;
     Ok(SmtpUpstream { conn, caps })
 }
