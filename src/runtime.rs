@@ -39,6 +39,8 @@ pub struct Runtime {
     smtp_size: Mutex<HashMap<String, u64>>,
     /// Counters (kept across reloads).
     pub metrics: Arc<Metrics>,
+    /// Warm upstream spares (`None` when `warm_upstream_ttl` is 0, and for `check`).
+    pub pool: Option<Arc<crate::upstream::pool::Pool>>,
 }
 
 impl Runtime {
@@ -70,7 +72,10 @@ impl Runtime {
             );
         }
         let auth = Authenticator::new(&config, users);
+        let ttl = config.limits.warm_upstream_ttl;
+        let pool = (!ttl.is_zero()).then(|| crate::upstream::pool::Pool::new(ttl));
         Ok(Runtime {
+            pool,
             config: Arc::new(config),
             auth,
             acceptor,
@@ -115,6 +120,7 @@ impl Runtime {
             upstream_tls,
             smtp_size: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
+            pool: None,
         })
     }
 

@@ -155,10 +155,15 @@ async fn check_imap(
 ) -> Result<String, String> {
     if server.security == Security::StartTls {
         // async-imap would need the plaintext dialog first; use the proxy's own client.
-        return crate::session::upstream_login(rt, crate::proto::Protocol::Imap, a)
-            .await
-            .map(|_| "OK (STARTTLS)".to_string())
-            .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
+        return crate::session::upstream_login(
+            rt,
+            crate::proto::Protocol::Imap,
+            a,
+            crate::session::Purpose::Plain,
+        )
+        .await
+        .map(|_| "OK (STARTTLS)".to_string())
+        .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
     }
     let tls = rt.upstream_tls(a).ok_or("no TLS config")?;
     let tcp = crate::net::connect(&server.host, server.port, timeout)
@@ -214,10 +219,15 @@ pub fn check(config: &Config) -> Result<()> {
                 failures += report(a, "imap", server, check_imap(&rt, a, server, timeout).await);
             }
             if let Some(server) = &a.pop3 {
-                let line = crate::session::upstream_login(&rt, crate::proto::Protocol::Pop3, a)
-                    .await
-                    .map(|_| "OK".to_string())
-                    .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
+                let line = crate::session::upstream_login(
+                    &rt,
+                    crate::proto::Protocol::Pop3,
+                    a,
+                    crate::session::Purpose::Plain,
+                )
+                .await
+                .map(|_| "OK".to_string())
+                .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
                 failures += report(a, "pop3", server, line);
             }
         }

@@ -200,6 +200,9 @@ pub struct Limits {
     pub auth_cache_ttl: Duration,
     /// How long shutdown waits for sessions in flight (default 30 s).
     pub shutdown_grace: Duration,
+    /// How long a warm upstream spare is kept during bursts of logins (default 20 s;
+    /// 0 disables).
+    pub warm_upstream_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -219,6 +222,7 @@ impl Default for Limits {
             lockout_duration: Duration::from_secs(15 * 60),
             auth_cache_ttl: Duration::from_secs(5 * 60),
             shutdown_grace: Duration::from_secs(30),
+            warm_upstream_ttl: Duration::from_secs(20),
         }
     }
 }

@@ -166,6 +166,9 @@ pub struct RawLimits {
     /// How long shutdown waits for sessions in flight.
     #[serde(default, deserialize_with = "duration")]
     pub shutdown_grace: Option<Duration>,
+    /// How long a warm upstream spare is kept.
+    #[serde(default, deserialize_with = "duration")]
+    pub warm_upstream_ttl: Option<Duration>,
 }
 
 /// Accepts a whole number of seconds or a string such as `"90s"`, `"5m"`, `"2h"`, `"250ms"`.

@@ -517,5 +517,6 @@ fn validate_limits(l: &raw::RawLimits) -> Result<Limits, ConfigError> {
         lockout_duration: l.lockout_duration.unwrap_or(d.lockout_duration),
         auth_cache_ttl: l.auth_cache_ttl.unwrap_or(d.auth_cache_ttl),
         shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
+        warm_upstream_ttl: l.warm_upstream_ttl.unwrap_or(d.warm_upstream_ttl),
     })
 }

@@ -109,11 +109,22 @@ pub enum Upstream {
     Pop3(upstream::pop3::Pop3Upstream),
 }
 
+/// How an upstream login is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A client is logging in: a warm spare may serve it, and a burst of such logins
+    /// keeps one ready.
+    ClientLogin,
+    /// Anything else (the SMTP relay reconnecting, `check`): a plain new connection.
+    Plain,
+}
+
 /// Connects to the account's upstream for `protocol` and logs in with its code.
 pub async fn upstream_login(
     rt: &Runtime,
     protocol: Protocol,
     account: &Account,
+    purpose: Purpose,
 ) -> Result<Upstream, UpstreamError> {
     let server = match protocol {
         Protocol::Smtp => account.smtp.as_ref(),
@@ -126,16 +137,33 @@ pub async fn upstream_login(
         .ok_or(UpstreamError::NotConfigured(protocol.name()))?;
     let timeout = rt.config.limits.upstream_timeout;
     let started = Instant::now();
+    let ctx = upstream::Ctx::new(account, server, timeout);
+    let pool = rt.pool.as_ref().filter(|_| purpose == Purpose::ClientLogin);
+    let key = (account.id.clone(), protocol);
+    use upstream::pool::login_with;
     let result = match protocol {
-        Protocol::Smtp => upstream::smtp::login(account, server, tls, &rt.config.hostname, timeout)
+        Protocol::Smtp => {
+            let hostname = rt.config.hostname.as_str();
+            login_with::<upstream::smtp::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
+                upstream::smtp::login(c, &ctx, account, hostname)
+            })
             .await
-            .map(Upstream::Smtp),
-        Protocol::Imap => upstream::imap::login(account, server, tls, timeout)
+            .map(Upstream::Smtp)
+        }
+        Protocol::Imap => {
+            login_with::<upstream::imap::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
+                upstream::imap::login(c, &ctx, account)
+            })
             .await
-            .map(Upstream::Imap),
-        Protocol::Pop3 => upstream::pop3::login(account, server, tls, timeout)
+            .map(Upstream::Imap)
+        }
+        Protocol::Pop3 => {
+            login_with::<upstream::pop3::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
+                upstream::pop3::login(c, &ctx, account)
+            })
             .await
-            .map(Upstream::Pop3),
+            .map(Upstream::Pop3)
+        }
     };
     let server_name = server.to_string();
     match &result {
@@ -438,7 +466,8 @@ async fn login_phase<P: LoginPhase>(
                 let outcome = match rt.auth.verify(peer.ip(), &creds).await {
                     Verdict::Accepted(account) => {
                         report.account = Some(account.id.clone());
-                        match upstream_login(rt, P::PROTOCOL, &account).await {
+                        match upstream_login(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await
+                        {
                             Ok(up) => {
                                 let capabilities = match &up {
                                     Upstream::Imap(i) => i.capabilities.clone(),

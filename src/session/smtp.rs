@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{upstream_login, Outcome, Report, Upstream};
+use super::{upstream_login, Outcome, Purpose, Report, Upstream};
 use crate::config::{Account, RewriteSender};
 use crate::net::show;
 use crate::proto::line::{Frame, LineFramer};
@@ -58,6 +58,8 @@ struct Relay<'a> {
     up: Option<SmtpUpstream>,
     tx: Tx,
     errors: u32,
+    /// Upstream logins made by this relay (reconnects).
+    up_logins: u32,
     report: &'a mut Report,
     shutdown: &'a CancellationToken,
 }
@@ -81,6 +83,7 @@ pub async fn relay(
         up,
         tx: Tx::Idle,
         errors: 0,
+        up_logins: 0,
         report,
         shutdown,
     };
@@ -408,7 +411,14 @@ impl Relay<'_> {
         if self.up.is_some() {
             return Ok(false);
         }
-        match upstream_login(self.rt, Protocol::Smtp, &self.account).await? {
+        // A reconnect inside a session is not a burst of client logins: no warm spare.
+        let purpose = if self.report.user.is_some() || self.up_logins > 0 {
+            Purpose::Plain
+        } else {
+            Purpose::ClientLogin
+        };
+        self.up_logins += 1;
+        match upstream_login(self.rt, Protocol::Smtp, &self.account, purpose).await? {
             Upstream::Smtp(s) => {
                 self.up = Some(s);
                 Ok(true)

@@ -2,16 +2,13 @@
 //! (quoted, or as literals when quoting cannot carry it), capability capture, and the
 //! `ID` that NetEase requires before SELECT (RFC 2971).
 
-use std::sync::Arc;
-
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
+use super::{Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::LineStream;
-use crate::providers::ServerAddr;
 use crate::secrets::Secret;
 
 /// Largest literal accepted inside an untagged response during login.
@@ -265,15 +262,14 @@ async fn send_login<S: AsyncRead + AsyncWrite + Unpin>(
     complete(conn, ctx, "a1", "LOGIN").await
 }
 
-/// Connects and logs in as the account; sends `ID` when the provider needs it.
+/// Logs in as the account on a connection whose greeting has been read; sends `ID`
+/// when the provider needs it.
 pub async fn login(
+    mut conn: LineStream<UpstreamStream>,
+    ctx: &Ctx,
     account: &Account,
-    server: &ServerAddr,
-    tls: Arc<rustls::ClientConfig>,
-    timeout: std::time::Duration,
 ) -> Result<ImapUpstream, UpstreamError> {
-    let ctx = Ctx::new(account, server, timeout);
-    let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
+    let ctx = ctx.clone();
     let done = send_login(&mut conn, &ctx, account.email.as_bytes(), &account.code).await?;
     match done.status().as_slice() {
         b"OK" => {}

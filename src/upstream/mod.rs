@@ -15,6 +15,7 @@ use crate::providers::{Security, ServerAddr};
 use crate::tls::upstream::handshake;
 
 pub mod imap;
+pub mod pool;
 pub mod pop3;
 pub mod smtp;
 

@@ -1,16 +1,13 @@
 //! Upstream POP3: greeting, STLS (RFC 2595 §4), USER/PASS with the account's code, and
 //! AUTH PLAIN (RFC 5034) for servers that refuse USER.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
+use super::{Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::LineStream;
 use crate::proto::sasl;
-use crate::providers::ServerAddr;
 use crate::secrets::Secret;
 
 /// Most lines accepted in a CAPA listing.
@@ -104,15 +101,13 @@ impl Dialect for Dialog {
     }
 }
 
-/// Connects and logs in as the account.
+/// Logs in as the account on a connection whose greeting has been read.
 pub async fn login(
+    mut conn: LineStream<UpstreamStream>,
+    ctx: &Ctx,
     account: &Account,
-    server: &ServerAddr,
-    tls: Arc<rustls::ClientConfig>,
-    timeout: std::time::Duration,
 ) -> Result<Pop3Upstream, UpstreamError> {
-    let ctx = Ctx::new(account, server, timeout);
-    let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
+    let ctx = ctx.clone();
     let user = command(
         &mut conn,
         &ctx,

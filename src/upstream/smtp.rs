@@ -1,16 +1,13 @@
 //! Upstream SMTP: reply parsing (RFC 5321 §4.2), EHLO capabilities, STARTTLS (RFC 3207)
 //! and AUTH PLAIN / LOGIN (RFC 4954) with the account's code.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{connect, Ctx, Dialect, UpstreamError, UpstreamStream};
+use super::{Ctx, Dialect, UpstreamError, UpstreamStream};
 use crate::config::Account;
 use crate::net::{LineError, LineStream};
 use crate::proto::sasl;
-use crate::providers::ServerAddr;
 use crate::secrets::Secret;
 
 /// Most lines in one reply (a safety bound; real EHLO replies have about a dozen).
@@ -211,19 +208,17 @@ impl Dialect for Dialog {
     }
 }
 
-/// Connects, greets and authenticates as the account with its code.
+/// Says EHLO and authenticates as the account with its code, on a connection whose
+/// greeting has been read (see [`super::connect`]).
 pub async fn login(
+    mut conn: LineStream<UpstreamStream>,
+    ctx: &Ctx,
     account: &Account,
-    server: &ServerAddr,
-    tls: Arc<rustls::ClientConfig>,
     hostname: &str,
-    timeout: std::time::Duration,
 ) -> Result<SmtpUpstream, UpstreamError> {
-    let ctx = Ctx::new(account, server, timeout);
-    let mut conn = connect::<Dialog>(server, tls, &ctx).await?;
     // After STARTTLS the client must say EHLO again (RFC 3207 §4.2).
-    let caps = ehlo(&mut conn, &ctx, hostname).await?;
-    authenticate(&mut conn, &ctx, &caps, &account.email, &account.code).await?;
+    let caps = ehlo(&mut conn, ctx, hostname).await?;
+    authenticate(&mut conn, ctx, &caps, &account.email, &account.code).await?;
     Ok(SmtpUpstream { conn, caps })
 }
 

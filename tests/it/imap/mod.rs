@@ -8,6 +8,7 @@ mod prelogin;
 mod relay;
 mod transfer;
 mod upstreams;
+mod warm;
 
 use std::io;
 use std::pin::Pin;

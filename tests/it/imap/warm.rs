@@ -1,0 +1,41 @@
+//! Warm upstream spares: during a burst of logins the next upstream connection is made
+//! ahead of time (so a login costs only the upstream's LOGIN round trip); a proxy used
+//! now and then opens no extra connection, and `warm_upstream_ttl = "0s"` turns it off.
+
+use super::{Gateway, T};
+
+async fn login_and_logout(gw: &Gateway) {
+    let mut c = gw.logged_in().await;
+    c.send(b"z LOGOUT\r\n").await;
+    let _ = c.tagged("z").await;
+}
+
+#[tokio::test]
+async fn a_burst_of_logins_keeps_one_spare_ready() {
+    let gw = Gateway::start(|o| o, |b| b).await;
+    login_and_logout(&gw).await;
+    gw.fake.wait_logins(1, T).await;
+    // One login: no spare.
+    assert_eq!(gw.fake.connections(), 1);
+    login_and_logout(&gw).await;
+    // The second login within the TTL makes a spare: a third connection, not logged in.
+    assert_eq!(gw.fake.wait_connections(3, T).await, 3);
+    assert_eq!(gw.fake.logins().len(), 2);
+    login_and_logout(&gw).await;
+    // The third login used the spare (and a new spare follows).
+    gw.fake.wait_logins(3, T).await;
+    assert_eq!(gw.fake.wait_connections(4, T).await, 4);
+    assert_eq!(gw.fake.logins().len(), 3);
+    gw.assert_clean();
+}
+
+#[tokio::test]
+async fn zero_ttl_opens_exactly_one_connection_per_login() {
+    let gw = Gateway::start(|o| o, |b| b.limit("warm_upstream_ttl", "\"0s\"")).await;
+    for n in 1..=3 {
+        login_and_logout(&gw).await;
+        gw.fake.wait_logins(n, T).await;
+    }
+    assert_eq!(gw.fake.connections(), 3);
+    gw.assert_clean();
+}
