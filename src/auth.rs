@@ -130,14 +130,20 @@ impl Authenticator {
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
+        // Guesses sent at the same moment from many connections all pass the lockout
+        // check above while argon2 runs. A lockout recorded meanwhile applies to them
+        // too, right or wrong, so that no more than `lockout_failures` guesses per
+        // lockout get an answer that tells anything.
         match (ok, account) {
+            (true, Some(_)) if self.locked(ip) => Verdict::LockedOut,
             (true, Some(account)) => {
                 self.remember(key);
                 lock(&self.failures).remove(&ip);
                 Verdict::Accepted(account)
             }
             _ => {
-                let (delay, locked) = self.record_failure(ip);
+                let (delay, locked_now) = self.record_failure(ip);
+                let locked = locked_now || self.locked(ip);
                 tokio::time::sleep(delay).await;
                 if locked {
                     Verdict::LockedOut
