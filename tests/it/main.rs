@@ -3,5 +3,6 @@
 
 mod fakes_imap_pop3;
 mod fakes_smtp;
+mod hardening;
 mod smoke;
 mod support;
