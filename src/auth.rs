@@ -47,9 +47,6 @@ struct LocalUser {
 #[derive(Debug, Clone, Copy)]
 struct Failures {
     count: u32,
-    /// Checks in progress: counted against the limit so that parallel sessions from one
-    /// address cannot get more guesses verified than `lockout_failures`.
-    pending: u32,
     last: Instant,
     locked_until: Option<Instant>,
 }
@@ -129,21 +126,24 @@ impl Authenticator {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
             None => (self.dummy_hash.clone(), None),
         };
-        if !self.begin(ip) {
-            return Verdict::LockedOut;
-        }
         let password = creds.password.clone();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
+        // Guesses sent at the same moment from many connections all pass the lockout
+        // check above while argon2 runs. A lockout recorded meanwhile applies to them
+        // too, right or wrong, so that no more than `lockout_failures` guesses per
+        // lockout get an answer that tells anything.
         match (ok, account) {
+            (true, Some(_)) if self.locked(ip) => Verdict::LockedOut,
             (true, Some(account)) => {
                 self.remember(key);
                 lock(&self.failures).remove(&ip);
                 Verdict::Accepted(account)
             }
             _ => {
-                let (delay, locked) = self.record_failure(ip);
+                let (delay, locked_now) = self.record_failure(ip);
+                let locked = locked_now || self.locked(ip);
                 tokio::time::sleep(delay).await;
                 if locked {
                     Verdict::LockedOut
@@ -211,27 +211,6 @@ impl Authenticator {
         }
     }
 
-    /// Reserves a check for `ip`; false when the address has used up its guesses (failed
-    /// plus in progress) and must not get another one verified.
-    fn begin(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut failures = lock(&self.failures);
-        let entry = failures.entry(ip).or_insert(Failures {
-            count: 0,
-            pending: 0,
-            last: now,
-            locked_until: None,
-        });
-        if now.duration_since(entry.last) > self.lockout_duration && entry.pending == 0 {
-            entry.count = 0;
-        }
-        if entry.count + entry.pending >= self.lockout_failures {
-            return false;
-        }
-        entry.pending += 1;
-        true
-    }
-
     /// Records a failure; returns the delay to apply and whether the address is now locked.
     fn record_failure(&self, ip: IpAddr) -> (Duration, bool) {
         let now = Instant::now();
@@ -244,11 +223,9 @@ impl Authenticator {
         }
         let entry = failures.entry(ip).or_insert(Failures {
             count: 0,
-            pending: 1,
             last: now,
             locked_until: None,
         });
-        entry.pending = entry.pending.saturating_sub(1);
         // Failures older than the lockout window are forgotten.
         if now.duration_since(entry.last) > self.lockout_duration {
             entry.count = 0;
@@ -435,12 +412,7 @@ mod tests {
             lockout_failures: 100,
             ..Limits::default()
         });
-        let delays: Vec<u128> = (0..8)
-            .map(|_| {
-                a.begin(IP);
-                a.record_failure(IP).0.as_millis()
-            })
-            .collect();
+        let delays: Vec<u128> = (0..8).map(|_| a.record_failure(IP).0.as_millis()).collect();
         assert_eq!(delays, vec![250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
     }
 

@@ -61,13 +61,11 @@ pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
     ] {
         let Some(listener) = listener else { continue };
         for addr in &listener.listen {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    protocol: protocol.name(),
-                    addr: *addr,
-                    source,
-                })?;
+            let l = listen(*addr).map_err(|source| ServerError::Bind {
+                protocol: protocol.name(),
+                addr: *addr,
+                source,
+            })?;
             let local = l.local_addr().unwrap_or(*addr);
             info!(protocol = protocol.name(), addr = %local, starttls = listener.starttls.name(), "listening");
             out.push(Bound {
@@ -77,6 +75,23 @@ pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
         }
     }
     Ok(out)
+}
+
+/// Pending connections the kernel may queue before `accept`: the default 128 overflows
+/// when hundreds of devices (or a slowloris attack) connect at once, and clients then
+/// wait seconds for SYN retries.
+const BACKLOG: u32 = 1024;
+
+/// Binds `addr` with address reuse (a restart need not wait for TIME_WAIT) and a deep
+/// accept queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Counts sessions per client address.

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod fakes_imap_pop3;
 mod fakes_smtp;
+mod hardening;
 mod imap;
 mod mailin_peer;
 mod pop3;

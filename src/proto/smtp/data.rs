@@ -227,4 +227,105 @@ mod tests {
         msg.extend_from_slice(b".\r\n");
         assert_eq!(run(&msg, 8192), (Some(msg.len()), None));
     }
+
+    /// Feeds `input` in pieces of the given sizes (cycled); same result as [`run`].
+    fn run_sizes(input: &[u8], sizes: &[usize]) -> (Option<usize>, Option<usize>) {
+        let mut s = DataScanner::new();
+        let (mut offset, mut smuggling, mut step) = (0, None, 0);
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at(sizes[step % sizes.len()].min(rest.len()));
+            step += 1;
+            rest = tail;
+            let scan = s.feed(piece);
+            if let Some(at) = scan.smuggling {
+                smuggling.get_or_insert(offset + at);
+            }
+            if let Some(end) = scan.end {
+                return (Some(offset + end), smuggling);
+            }
+            offset += piece.len();
+        }
+        (None, smuggling)
+    }
+
+    /// The same answer the slow way: every line start in order (the stream's start
+    /// counts as following a CRLF, since the DATA command's line ended in one).
+    fn reference(stream: &[u8]) -> (Option<usize>, Option<usize>) {
+        let mut smuggling = None;
+        let mut starts = vec![(0usize, true)];
+        for (i, &b) in stream.iter().enumerate() {
+            if b == b'\n' {
+                starts.push((i + 1, i > 0 && stream[i - 1] == b'\r'));
+            }
+        }
+        for (start, after_crlf) in starts {
+            let line = &stream[start..];
+            if line.starts_with(b".\r\n") {
+                if after_crlf {
+                    return (Some(start + 3), smuggling);
+                }
+                smuggling.get_or_insert(start + 2);
+            } else if line.starts_with(b".\n") {
+                smuggling.get_or_insert(start + 1);
+            }
+        }
+        (None, smuggling)
+    }
+
+    /// One message line: any bytes but LF, often starting with a dot.
+    fn message_line() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let byte = any::<u8>().prop_filter("no LF inside a line", |b| *b != b'\n');
+        prop_oneof![
+            proptest::collection::vec(byte.clone(), 0..40),
+            proptest::collection::vec(byte, 0..10).prop_map(|l| [&b"."[..], &l].concat()),
+            Just(b".".to_vec()),
+            Just(b"\r".to_vec()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// A message dot-stuffed as RFC 5321 §4.5.2 says, with CRLF line endings and the
+        /// terminator, followed by the next commands, ends exactly after the terminator,
+        /// whatever the chunking, and is never taken for smuggling.
+        #[test]
+        fn stuffed_message_ends_at_its_terminator(
+            lines in proptest::collection::vec(message_line(), 0..30),
+            after in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            sizes in proptest::collection::vec(1usize..70, 1..6),
+        ) {
+            let mut msg = Vec::new();
+            for line in &lines {
+                if line.first() == Some(&b'.') {
+                    msg.push(b'.');
+                }
+                msg.extend_from_slice(line);
+                msg.extend_from_slice(b"\r\n");
+            }
+            msg.extend_from_slice(b".\r\n");
+            let end = msg.len();
+            msg.extend_from_slice(&after);
+            proptest::prop_assert_eq!(run_sizes(&msg, &sizes), (Some(end), None));
+            proptest::prop_assert_eq!(run_sizes(&msg, &[msg.len()]), (Some(end), None));
+        }
+
+        /// Random bytes (biased towards the interesting ones) never panic, chunking never
+        /// changes where the message ends or where smuggling is seen, and both agree
+        /// with the slow reference.
+        #[test]
+        fn random_bytes_same_result_at_any_chunking(
+            input in proptest::collection::vec(
+                proptest::sample::select(&b"\r\n.\r\nx"[..]), 0..300),
+            noise in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            sizes in proptest::collection::vec(1usize..50, 1..6),
+        ) {
+            let mut all = input;
+            all.extend_from_slice(&noise);
+            let whole = run_sizes(&all, &[all.len().max(1)]);
+            proptest::prop_assert_eq!(run_sizes(&all, &sizes), whole);
+            proptest::prop_assert_eq!(run_sizes(&all, &[1]), whole);
+            proptest::prop_assert_eq!(reference(&all), whole);
+        }
+    }
 }

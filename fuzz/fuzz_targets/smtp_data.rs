@@ -1,0 +1,99 @@
+//! Fuzz target: the DATA end scanner and the From rewriter. `DataScanner` fed in
+//! arbitrary chunks must report the same end and smuggling position as when fed the
+//! whole stream, and both must match a naive reference; `header::rewrite_from` and
+//! `header::header_end` must never panic, and a rewrite must be stable.
+//!
+//! Input layout: byte 0 and 1 pick chunk sizes (cycled), the rest is the stream.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use qqmail_proxy::proto::smtp::data::DataScanner;
+use qqmail_proxy::proto::smtp::header;
+
+const ACCOUNT: &str = "12345@qq.com";
+
+/// Absolute (end, first smuggling index) when `stream` is fed in the given chunk sizes.
+fn scan(stream: &[u8], sizes: &[usize]) -> (Option<usize>, Option<usize>) {
+    let mut scanner = DataScanner::new();
+    let mut offset = 0;
+    let mut smuggling = None;
+    let mut rest = stream;
+    let mut step = 0;
+    while !rest.is_empty() {
+        let size = sizes[step % sizes.len()].min(rest.len());
+        step += 1;
+        let (piece, tail) = rest.split_at(size);
+        rest = tail;
+        let found = scanner.feed(piece);
+        if let Some(at) = found.smuggling {
+            assert!(at < piece.len(), "smuggling index outside the chunk");
+            assert!(smuggling.is_none(), "smuggling reported twice");
+            smuggling = Some(offset + at);
+        }
+        if let Some(end) = found.end {
+            assert!(end <= piece.len(), "end outside the chunk");
+            return (Some(offset + end), smuggling);
+        }
+        offset += piece.len();
+    }
+    (None, smuggling)
+}
+
+/// The same answer the slow way: walk every line start (the stream's start counts as
+/// one that follows a CRLF, since DATA's own line ended in CRLF).
+fn reference(stream: &[u8]) -> (Option<usize>, Option<usize>) {
+    let mut smuggling = None;
+    let mut starts = vec![(0usize, true)];
+    starts.extend(
+        stream
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(i, _)| (i + 1, i > 0 && stream[i - 1] == b'\r')),
+    );
+    for (start, after_crlf) in starts {
+        let line = &stream[start..];
+        if line.starts_with(b".\r\n") {
+            if after_crlf {
+                return (Some(start + 3), smuggling);
+            }
+            smuggling.get_or_insert(start + 2);
+        } else if line.starts_with(b".\n") {
+            smuggling.get_or_insert(start + 1);
+        }
+    }
+    (None, smuggling)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let sizes: Vec<usize> = data.iter().take(2).map(|&b| usize::from(b) + 1).collect();
+    let stream = data.get(2..).unwrap_or_default();
+    let sizes = if sizes.is_empty() { vec![1] } else { sizes };
+
+    let whole = scan(stream, &[stream.len().max(1)]);
+    assert_eq!(scan(stream, &sizes), whole, "chunking changed the result");
+    assert_eq!(
+        scan(stream, &[1]),
+        whole,
+        "byte-at-a-time changed the result"
+    );
+    assert_eq!(
+        reference(stream),
+        whole,
+        "scanner disagrees with the reference"
+    );
+
+    let end = header::header_end(stream);
+    if let Some(end) = end {
+        assert!(end <= stream.len());
+    }
+    let block = &stream[..end.unwrap_or(stream.len())];
+    if let Some(out) = header::rewrite_from(block, ACCOUNT) {
+        // The rewritten block already names the account: a second pass changes nothing.
+        assert_eq!(
+            header::rewrite_from(&out, ACCOUNT),
+            None,
+            "rewrite is not stable"
+        );
+    }
+});

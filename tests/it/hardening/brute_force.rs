@@ -1,0 +1,171 @@
+//! Password guessing: failures slow down, the address is locked out after
+//! `lockout_failures` (logged once, even the right password refused, other addresses
+//! unaffected), and concurrent guesses cannot get past the lockout.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::support::proxy::Proxy;
+use crate::support::smtp::SmtpOptions;
+
+/// The proxy's failure delays: 250 ms doubling per failure, capped at 4 s (src/auth.rs).
+const DELAYS_MS: [u64; 10] = [250, 500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000];
+const LOCKED_LOG: &str = "address locked out";
+const TOO_MANY: &str = "421 4.7.0 Error: too many failed authentications";
+
+/// One failed AUTH on a fresh connection: (reply, latency of the AUTH reply).
+async fn guess(addr: SocketAddr, password: String) -> (Got, Duration) {
+    let mut c = Client::connect(addr, None).await.expect("connect");
+    c.smtp_reply().await.text();
+    c.cmd("EHLO guesser").await.text();
+    let t = Instant::now();
+    let got = c
+        .cmd(&format!("AUTH PLAIN {}", plain(USER, &password)))
+        .await;
+    (got, t.elapsed())
+}
+
+fn count(proxy: &Proxy, needle: &str) -> usize {
+    proxy.logs().lines().filter(|l| l.contains(needle)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_slow_down_then_lock_out_one_address_only() {
+    let ca = TestCa::new("brute force CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("lockout_failures", "10")
+        .limit("lockout_duration", "\"1h\"")
+        .limit("max_auth_failures", "100");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let addr = proxy.smtp_addr();
+    let mut latencies = Vec::new();
+
+    // Failures 1..5 on one connection, one after the other: each waits longer.
+    let mut c = Client::connect(addr, None).await.expect("connect");
+    c.smtp_reply().await.text();
+    c.cmd("EHLO guesser").await.text();
+    for n in 0..5 {
+        let t = Instant::now();
+        let reply = c
+            .cmd(&format!(
+                "AUTH PLAIN {}",
+                plain(USER, &format!("wrong-{n}"))
+            ))
+            .await
+            .text();
+        latencies.push(t.elapsed());
+        assert!(reply.starts_with("535 "), "failure {}: {reply}", n + 1);
+    }
+    // Failures 6..10 at once from five connections: all at the 4 s cap, and the tenth
+    // locks the address out (its connection is closed).
+    let tasks: Vec<_> = (5..10)
+        .map(|n| tokio::spawn(guess(addr, format!("wrong-{n}"))))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        let (got, latency) = t.await.expect("guess task");
+        latencies.push(latency);
+        replies.push(got);
+    }
+    let printed: Vec<u128> = latencies.iter().map(Duration::as_millis).collect();
+    println!("failure latencies 1..10 (ms): {printed:?}");
+    for (n, (latency, want)) in latencies.iter().zip(DELAYS_MS).enumerate() {
+        let want = Duration::from_millis(want);
+        assert!(
+            *latency >= want.mul_f32(0.9) && *latency < want + Duration::from_secs(2),
+            "failure {} took {latency:?}, expected about {want:?}",
+            n + 1
+        );
+    }
+    assert!(
+        latencies[..5].windows(2).all(|w| w[1] > w[0]),
+        "{printed:?}"
+    );
+    let locked = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with(TOO_MANY)))
+        .count();
+    let rejected = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with("535 ")))
+        .count();
+    assert_eq!((rejected, locked), (4, 1), "{replies:?}");
+    proxy.wait_for_log(LOCKED_LOG, REPLY_WAIT).await;
+
+    // Locked: even the right password is refused, at once.
+    for _ in 0..3 {
+        let (got, latency) = guess(addr, PASSWORD.to_owned()).await;
+        assert!(
+            matches!(&got, Got::Reply(r) if r.starts_with(TOO_MANY)),
+            "{got:?}"
+        );
+        assert!(latency < Duration::from_millis(500), "{latency:?}");
+    }
+    // Another address logs in and sends as usual.
+    let (mut other, auth) = smtp_login(addr, Some(OTHER_IP), USER, PASSWORD).await;
+    assert!(auth.text().starts_with("235 "));
+    let sent = send_message(&mut other, b"Subject: still here\r\n\r\nhi\r\n").await;
+    assert!(sent.text().starts_with("250 "));
+    smtp.wait_messages(1, REPLY_WAIT).await;
+    assert_eq!(count(&proxy, LOCKED_LOG), 1, "the lockout is logged once");
+
+    // What this means for an attacker with the defaults (10 failures, 15 min lockout):
+    // each lockout costs 15 min, and the ten guesses before it at least the 4 s cap.
+    let cycle = 15.0 * 60.0 + 4.0;
+    let per_hour = 10.0 * 3600.0 / cycle;
+    let hours_per_1000 = 1000.0 / per_hour;
+    println!(
+        "defaults: at most {per_hour:.1} guesses/hour per client address; \
+         1,000 guesses take at least {hours_per_1000:.1} h"
+    );
+    proxy.assert_no_secret(&secrets());
+}
+
+/// Guesses sent at the same moment from many connections all pass the lockout check
+/// while argon2 runs; once the lockout is recorded, the rest must be refused as locked
+/// out, right or wrong: fewer than `lockout_failures` get a 535 that tells anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_cannot_outrun_the_lockout() {
+    let ca = TestCa::new("burst CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("lockout_failures", "10")
+        .limit("lockout_duration", "\"1h\"")
+        .limit("max_sessions_per_ip", "64");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let addr = proxy.smtp_addr();
+    // Unknown users are checked against a dummy hash with the proxy's full argon2 cost
+    // (tens of ms), which is the window concurrent guesses would race through.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut c = Client::connect(addr, None).await.expect("connect");
+        c.smtp_reply().await.text();
+        c.cmd("EHLO burst").await.text();
+        clients.push(c);
+    }
+    let line = format!("AUTH PLAIN {}\r\n", plain("nobody", PASSWORD));
+    for c in &mut clients {
+        assert!(c.send(line.as_bytes()).await);
+    }
+    let mut replies = Vec::new();
+    for c in &mut clients {
+        replies.push(c.smtp_reply().await);
+    }
+    let answered = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with("535 ")))
+        .count();
+    let locked = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with(TOO_MANY)))
+        .count();
+    println!("20 simultaneous guesses: {answered} answered 535, {locked} locked out");
+    assert_eq!(answered + locked, 20, "{replies:?}");
+    assert!(
+        answered < 10,
+        "{answered} guesses were answered although the lockout comes after 10"
+    );
+    assert_eq!(count(&proxy, LOCKED_LOG), 1);
+    proxy.assert_no_secret(&secrets());
+}

@@ -1,0 +1,168 @@
+//! Session limits: `max_sessions` and `max_sessions_per_ip` refuse the next connection
+//! with each protocol's "Too many connections" reply, and `max_auth_failures` closes a
+//! session after that many failed logins, in SMTP, IMAP and POP3.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::support::proxy::Proxy;
+use crate::support::smtp::SmtpOptions;
+
+/// What each protocol answers a connection over a limit (src/server.rs `busy_reply`).
+const BUSY: [(&str, &str); 3] = [
+    (
+        "smtp",
+        "421 4.7.0 Too many connections, try again later\r\n",
+    ),
+    ("imap", "* BYE Too many connections, try again later\r\n"),
+    (
+        "pop3",
+        "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+    ),
+];
+
+fn addr_of(proxy: &Proxy, protocol: &str) -> SocketAddr {
+    match protocol {
+        "smtp" => proxy.smtp_addr(),
+        "imap" => proxy.imap_addr(),
+        _ => proxy.pop3_addr(),
+    }
+}
+
+/// A config with all three listeners (IMAP and POP3 never reach their upstream here).
+fn all_listeners(ca: &TestCa, smtp: &FakeSmtp) -> crate::support::config::ConfigBuilder {
+    smtp_builder(ca, smtp).imap("off").pop3("off")
+}
+
+/// Connects and returns the client with its first line.
+async fn open(addr: SocketAddr, source: Option<IpAddr>) -> (Client, String) {
+    let mut c = Client::connect(addr, source).await.expect("connect");
+    let first = c.line().await.expect("a first line");
+    (c, first)
+}
+
+/// Asserts that a new connection to each protocol is refused with its busy reply and
+/// then closed.
+async fn assert_refused_everywhere(proxy: &Proxy, source: Option<IpAddr>) {
+    for (protocol, busy) in BUSY {
+        let (mut c, first) = open(addr_of(proxy, protocol), source).await;
+        assert_eq!(first, busy, "{protocol}");
+        let (rest, eof) = c.read_to_eof(REPLY_WAIT).await;
+        assert!(eof && rest.is_empty(), "{protocol}: {rest:?}");
+    }
+}
+
+#[tokio::test]
+async fn max_sessions_counts_all_protocols() {
+    let ca = TestCa::new("limits CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = all_listeners(&ca, &smtp).limit("max_sessions", "3");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let mut held = Vec::new();
+    for (protocol, _) in BUSY {
+        let (c, first) = open(addr_of(&proxy, protocol), None).await;
+        assert!(!first.contains("Too many"), "{protocol}: {first}");
+        held.push(c);
+    }
+    assert_refused_everywhere(&proxy, None).await;
+    // Even from another address: the limit is global.
+    assert_refused_everywhere(&proxy, Some(OTHER_IP)).await;
+    // A session that ends frees its slot.
+    let mark = proxy.log_mark();
+    assert_eq!(held[0].cmd("QUIT").await.text(), "221 2.0.0 Bye\r\n");
+    proxy
+        .wait_for_log_since(mark, "session end", REPLY_WAIT)
+        .await;
+    let (mut c, first) = open(proxy.smtp_addr(), None).await;
+    assert!(first.starts_with("220 "), "{first}");
+    assert_eq!(c.cmd("QUIT").await.text(), "221 2.0.0 Bye\r\n");
+    proxy.assert_no_secret(&secrets());
+}
+
+#[tokio::test]
+async fn max_sessions_per_ip_spares_other_addresses() {
+    let ca = TestCa::new("per-ip CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = all_listeners(&ca, &smtp).limit("max_sessions_per_ip", "2");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let (_smtp_client, first) = open(proxy.smtp_addr(), None).await;
+    assert!(first.starts_with("220 "), "{first}");
+    let (_imap_client, first) = open(proxy.imap_addr(), None).await;
+    assert!(first.starts_with("* OK"), "{first}");
+    assert_refused_everywhere(&proxy, None).await;
+    // 127.0.0.2 has its own two sessions, and can mail.
+    let (_pop3_other, first) = open(proxy.pop3_addr(), Some(OTHER_IP)).await;
+    assert!(first.starts_with("+OK"), "{first}");
+    let (mut other, auth) = smtp_login(proxy.smtp_addr(), Some(OTHER_IP), USER, PASSWORD).await;
+    assert!(auth.text().starts_with("235 "));
+    let sent = send_message(&mut other, b"Subject: x\r\n\r\ny\r\n").await;
+    assert!(sent.text().starts_with("250 "));
+    assert_refused_everywhere(&proxy, Some(OTHER_IP)).await;
+    proxy.assert_no_secret(&secrets());
+}
+
+/// Sends `attempt(n)` for n = 1, 2 and returns every line the server sent until EOF.
+async fn fail_twice(addr: SocketAddr, source: IpAddr, attempts: [&str; 2]) -> String {
+    let (mut c, first) = open(addr, Some(source)).await;
+    let mut all = first;
+    for a in attempts {
+        assert!(c.send(a.as_bytes()).await);
+    }
+    let (rest, eof) = c.read_to_eof(REPLY_WAIT).await;
+    assert!(eof, "the session was not closed: {all}{rest}");
+    all.push_str(&rest);
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_auth_failures_closes_the_session() {
+    let ca = TestCa::new("auth failures CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = all_listeners(&ca, &smtp)
+        .limit("max_auth_failures", "2")
+        .limit("lockout_failures", "100");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let wrong = plain(USER, "Wr0ng-Pa55");
+    let smtp_auth = format!("EHLO x\r\nAUTH PLAIN {wrong}\r\n");
+    let smtp_again = format!("AUTH PLAIN {wrong}\r\n");
+    // Each protocol from its own address, so that the per-address delays do not add up.
+    let ip = |n| IpAddr::V4(Ipv4Addr::new(127, 0, 0, n));
+    let (s, i, p) = tokio::join!(
+        fail_twice(proxy.smtp_addr(), ip(11), [&smtp_auth, &smtp_again]),
+        fail_twice(
+            proxy.imap_addr(),
+            ip(12),
+            [
+                "a LOGIN printer Wr0ng-Pa55\r\n",
+                "b LOGIN printer Wr0ng-Pa55\r\n"
+            ]
+        ),
+        fail_twice(
+            proxy.pop3_addr(),
+            ip(13),
+            [
+                "USER printer\r\nPASS Wr0ng-Pa55\r\n",
+                "USER printer\r\nPASS Wr0ng-Pa55\r\n"
+            ]
+        ),
+    );
+    assert!(
+        s.contains("535 5.7.8 Error: authentication failed\r\n")
+            && s.ends_with("421 4.7.0 Error: too many failed authentications\r\n"),
+        "{s}"
+    );
+    assert!(
+        i.contains("a NO [AUTHENTICATIONFAILED] Invalid credentials\r\n")
+            && i.ends_with(
+                "b NO [AUTHENTICATIONFAILED] Too many failures\r\n\
+                 * BYE Too many authentication failures\r\n"
+            ),
+        "{i}"
+    );
+    assert!(
+        p.contains("-ERR [AUTH] Invalid credentials\r\n")
+            && p.ends_with("-ERR [AUTH] Too many authentication failures\r\n"),
+        "{p}"
+    );
+    proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD, "Wr0ng-Pa55"]);
+}
