@@ -18,6 +18,18 @@ step() {
 step "cargo test" cargo test --all-targets --no-fail-fast
 # The container recipe reuses that build (a static link of the same objects).
 step "docker (podman, offline)" bash tests/docker/run.sh
+# Fuzzing smoke: every target for a few seconds (CI budget); see fuzz/README.md for long runs.
+fuzz_smoke() {
+  command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || return 1
+  local n
+  n=$(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list | wc -l)
+  if FUZZ_SANITIZER=none bash fuzz/run.sh "${FUZZ_SECONDS:-10}"; then
+    echo "fuzz: $n passed, 0 failed"
+  else
+    echo "fuzz: 0 passed, 1 failed"; return 1
+  fi
+}
+step "fuzz (libFuzzer, short)" fuzz_smoke
 # The interop suite drives the binary `cargo test` just built.
 step "interop (Dovecot + Postfix)" env QQMAIL_PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/qqmail-proxy" \
   bash tests/interop/run.sh
