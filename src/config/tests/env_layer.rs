@@ -297,3 +297,50 @@ fn the_code_variable_a_multi_account_file_names_is_not_an_override() {
     assert_eq!(c.accounts[0].code.expose(), CODE.as_bytes());
     assert_eq!(c.accounts[1].code.expose(), b"ponmlkjihgfedcba");
 }
+
+#[test]
+#[allow(clippy::type_complexity)] // a table: variables, provider, smtp, imap, pop3
+fn server_and_provider_variables_from_the_environment_alone() {
+    let cases: &[(
+        &[(&str, &str)],
+        &str,
+        Option<&str>,
+        Option<&str>,
+        Option<&str>,
+    )] = &[
+        (
+            &[("QQMAIL_PROVIDER", "163")],
+            "163",
+            Some("smtp.163.com:465"),
+            Some("imap.163.com:993"),
+            Some("pop.163.com:995"),
+        ),
+        (
+            &[
+                ("QQMAIL_IMAP_SERVER", "starttls://127.0.0.1:1430"),
+                ("QQMAIL_POP3_SERVER", "tls://127.0.0.1:9950"),
+            ],
+            "qq",
+            Some("smtp.qq.com:465"),
+            Some("starttls://127.0.0.1:1430"),
+            Some("127.0.0.1:9950"),
+        ),
+        (
+            // An empty server variable turns that protocol off for the account.
+            &[("QQMAIL_POP3_SERVER", "")],
+            "qq",
+            Some("smtp.qq.com:465"),
+            Some("imap.qq.com:993"),
+            None,
+        ),
+    ];
+    for (vars, provider, smtp, imap, pop3) in cases {
+        let c = from_env(vars).unwrap_or_else(|e| panic!("{vars:?}: {e}"));
+        let a = &c.accounts[0];
+        let show = |s: &Option<crate::providers::ServerAddr>| s.as_ref().map(ToString::to_string);
+        assert_eq!(a.provider.names[0], *provider, "{vars:?}");
+        assert_eq!(show(&a.smtp).as_deref(), *smtp, "{vars:?}");
+        assert_eq!(show(&a.imap).as_deref(), *imap, "{vars:?}");
+        assert_eq!(show(&a.pop3).as_deref(), *pop3, "{vars:?}");
+    }
+}

@@ -130,6 +130,24 @@ async fn init_writes_a_valid_config_once_and_prints_the_password_once() {
         ran.stdout
     );
 
+    // QQMAIL_CONFIG names the file as --config does.
+    let ran = cli(
+        &["check-config"],
+        &[
+            ("QQMAIL_AUTH_CODE", DEFAULT_CODE),
+            ("QQMAIL_CONFIG", &out_arg),
+        ],
+        None,
+        tmp.path(),
+    )
+    .await
+    .success();
+    assert!(
+        ran.stdout.contains("user \"printer\" -> account \"main\""),
+        "{}",
+        ran.stdout
+    );
+
     // No overwrite without --force.
     let ran = cli(&init, &[], None, tmp.path()).await.failure();
     assert!(ran.stderr.contains("--force"), "{}", ran.stderr);
