@@ -416,7 +416,7 @@ measure startup 300 "$LG" startup --bin "$PROXY_BIN" --config "$PX/config.toml" 
 profile_case() {
   local name="$1" secs="$2"; shift 2
   log "profiling $name"
-  perf record -q -F 1999 -g -o "$T/perf-$name.data" -p "$PROF_PID" -- sleep "$secs" \
+  perf record -q -F 1999 -o "$T/perf-$name.data" -p "$PROF_PID" -- sleep "$secs" \
     >"$T/logs/perf-$name.log" 2>&1 &
   local perf_pid=$!
   sleep 0.5
@@ -466,7 +466,7 @@ meta mode "$MODE (message $MSG B × $RUNS runs, $SESSIONS sessions, $RATE_CLIENT
 meta machine "$(nproc) CPUs: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1); $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo)"
 meta kernel "$(uname -sr)"
 meta rustc "$(rustc -V 2>/dev/null)"
-meta qqmail-proxy "$("$PROXY_BIN" --version 2>/dev/null) at $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') ($PROXY_BUILD)"
+meta qqmail-proxy "$("$PROXY_BIN" --version 2>/dev/null), source of commit $(git -C "$REPO" log -1 --format=%h -- src Cargo.toml Cargo.lock 2>/dev/null || echo '?') ($PROXY_BUILD)"
 meta load-generator "bench/loadgen ($PROFILE, built in $LOADGEN_BUILD_MS ms)"
 meta stunnel "$(stunnel -version 2>&1 | grep -m1 -o 'stunnel [0-9.]*' || echo 'not installed')"
 meta dovecot "$(dovecot --version 2>/dev/null || echo 'not installed')"

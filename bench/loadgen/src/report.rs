@@ -362,6 +362,12 @@ fn render(r: &Results, meta: &[(String, String)], notes: Option<&str>) -> String
         if m("mode").starts_with("quick") { " --quick" } else { "" },
         m("date")
     );
+    if m("mode").starts_with("quick") {
+        out.push_str(
+            "**Quick mode**: debug builds and small sizes. This checks that every measurement \
+             runs; its numbers and verdicts say little. The full run's report is RESULTS.md.\n\n",
+        );
+    }
     out.push_str("## Machine and versions\n\n| | |\n|---|---|\n");
     for (k, v) in meta {
         if k.starts_with("binary_") {

@@ -1,6 +1,9 @@
 //! Session latency: connect + login + NOOP + logout, sequentially, peers interleaved
-//! session by session. A few warm-up sessions per peer are not counted (the proxy's first
-//! login pays the argon2 verification that its auth cache then skips).
+//! session by session. The order rotates every round, so that each peer follows each other
+//! peer equally often (a peer's connection teardown, e.g. stunnel's, otherwise lands on the
+//! same next peer every time), and a short pause separates sessions. A few warm-up
+//! sessions per peer are not counted (the proxy's first login pays the argon2
+//! verification that its auth cache then skips).
 
 use std::time::Instant;
 
@@ -34,11 +37,15 @@ pub async fn run(args: &Args) -> Result<()> {
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(sessions); peers.len()];
     let mut errors: Vec<Option<anyhow::Error>> = peers.iter().map(|_| None).collect();
+    let pause = std::time::Duration::from_millis(args.num("pause-ms", 2)?);
     for i in 0..warmup + sessions {
-        for (k, peer) in peers.iter().enumerate() {
+        for j in 0..peers.len() {
+            let k = (i + j) % peers.len();
+            let peer = &peers[k];
             if errors[k].is_some() {
                 continue;
             }
+            tokio::time::sleep(pause).await;
             let t0 = Instant::now();
             match session(&ctx, &proto, peer).await {
                 Ok(()) if i >= warmup => samples[k].push(t0.elapsed().as_secs_f64() * 1e3),
