@@ -10,7 +10,7 @@
 #   --keep        keep the temp dir (logs, results.jsonl) even when everything ran
 #   --no-daemons  skip the Dovecot and Postfix peers (no root needed then)
 #   --profile     afterwards, profile qqmail-proxy with perf (a symbol-carrying build of
-#                 the release profile) during throughput, latency, rate and idle runs;
+#                 the release profile) during throughput, latency and rate runs;
 #                 flat profiles go to bench/profiles/*.txt
 # Environment:
 #   QQMAIL_PROXY_BIN  proxy binary to measure (default: built here, release in full mode,
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --no-daemons) DAEMONS=0 ;;
     --profile) PROFILE_RUN=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
