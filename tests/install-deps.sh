@@ -8,8 +8,8 @@ packages=(
   curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
   # the stand-in for QQ Mail in tests/interop
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
-  # benchmark peer (bench/)
-  stunnel4
+  # benchmark peers (bench/): stunnel, and Postfix's SASL client modules for the relayhost
+  stunnel4 libsasl2-modules
   # container recipe (tests/docker)
   podman runc
 )

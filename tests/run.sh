@@ -33,6 +33,10 @@ step "fuzz (libFuzzer, short)" fuzz_smoke
 # The interop suite drives the binary `cargo test` just built.
 step "interop (Dovecot + Postfix)" env QQMAIL_PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/qqmail-proxy" \
   bash tests/interop/run.sh
+# Short benchmark run (bench/RESULTS-quick.md), so the harness cannot rot; the full run
+# is `bash bench/run.sh` (bench/RESULTS.md).
+step "bench (quick)" env QQMAIL_PROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/qqmail-proxy" \
+  bash bench/run.sh --quick
 
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$log" | awk '{s+=$6} END {print s+0}')
