@@ -65,6 +65,9 @@ pub struct Authenticator {
     ttl: Duration,
     lockout_failures: u32,
     lockout_duration: Duration,
+    /// Password checks running at once: each holds argon2's 19 MiB, so a flood of
+    /// logins must queue rather than take gigabytes.
+    checks: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
@@ -106,6 +109,9 @@ impl Authenticator {
             ttl: limits.auth_cache_ttl,
             lockout_failures: limits.lockout_failures,
             lockout_duration: limits.lockout_duration,
+            checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+            ),
         }
     }
 
@@ -131,10 +137,19 @@ impl Authenticator {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
             None => (self.dummy_hash.clone(), None),
         };
+        let Ok(permit) = self.checks.acquire().await else {
+            return Verdict::Rejected;
+        };
+        // A lockout may have begun while this check waited for its turn.
+        if self.locked(ip) {
+            return Verdict::LockedOut;
+        }
         let password = creds.password.clone();
         let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .unwrap_or(false);
+        // The permit covers the hashing only, not the failure delay below.
+        drop(permit);
         // Guesses sent at the same moment from many connections all pass the lockout
         // check above while argon2 runs. A lockout recorded meanwhile applies to them
         // too, right or wrong, so that no more than `lockout_failures` guesses per

@@ -215,6 +215,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; the allow-list,
+        // the lockout and the per-address limits speak plain IPv4.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let _ = tcp.set_nodelay(true);
         let rt = match current.read() {
             Ok(rt) => rt.clone(),

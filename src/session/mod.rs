@@ -427,7 +427,7 @@ async fn login_phase<P: LoginPhase>(
             }
             Action::Close(bytes) => {
                 let _ = send(client, &bytes, io_timeout, report).await;
-                let _ = client.shutdown().await;
+                close(client).await;
                 if report.outcome == Outcome::Ok
                     && report.auth_failures > 0
                     && report.user.is_none()
@@ -524,7 +524,7 @@ async fn login_phase<P: LoginPhase>(
                     }
                     Action::Close(bytes) => {
                         let _ = send(client, &bytes, io_timeout, report).await;
-                        let _ = client.shutdown().await;
+                        close(client).await;
                         return None;
                     }
                     _ => return None,
@@ -548,6 +548,12 @@ async fn login_phase<P: LoginPhase>(
             }
         }
     }
+}
+
+/// Closes the client, bounded: a TLS close_notify to a peer that stopped reading must not
+/// hold the session (and its slot) for ever.
+pub(crate) async fn close(client: &mut ClientStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
 }
 
 /// Moves the stream out, leaving a closed placeholder (used only on the way out).

@@ -68,15 +68,15 @@ where
         down: base_down + from_upstream.bytes.load(Ordering::Relaxed),
     };
     let (base_up, base_down) = (client_leftover.len() as u64, upstream_leftover.len() as u64);
-    if !client_leftover.is_empty() {
-        if let Err(e) = upstream.write_all(&client_leftover).await {
-            return (SpliceEnd::Error(e), moved(base_up, base_down));
-        }
-    }
-    if !upstream_leftover.is_empty() {
-        if let Err(e) = client.write_all(&upstream_leftover).await {
-            return (SpliceEnd::Error(e), moved(base_up, base_down));
-        }
+    // Bounded like the relay itself: a peer that stops reading must not stall us here.
+    let flushed = tokio::time::timeout(idle, async {
+        upstream.write_all(&client_leftover).await?;
+        client.write_all(&upstream_leftover).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "peer not reading")));
+    if let Err(e) = flushed {
+        return (SpliceEnd::Error(e), moved(base_up, base_down));
     }
     let watchdog = async {
         loop {

@@ -125,7 +125,7 @@ impl Relay<'_> {
             )
             .await;
         }
-        let _ = self.client.shutdown().await;
+        super::close(&mut self.client).await;
     }
 
     /// Handles one command; false ends the session.
@@ -437,6 +437,12 @@ impl Relay<'_> {
             Err(e) => Err(ReplyError::Line(e)),
         };
         match result {
+            // 421: the server is closing the connection (RFC 5321 §3.8); relay the reply
+            // but do not use the connection again.
+            Ok(r) if r.code == 421 => {
+                self.up = None;
+                Some(r)
+            }
             Ok(r) => Some(r),
             Err(e) => {
                 debug!(error = %e, "upstream command failed");

@@ -131,10 +131,15 @@ where
     }
     if let Some(conn) = spare {
         match login(conn).await {
-            Err(UpstreamError::Closed { .. }) => {
-                tracing::debug!(upstream = %ctx.server, "warm upstream connection had closed; reconnecting");
+            // The verdict on the code stands; anything else (closed, BYE/421 from an
+            // idle spare, a timeout) may be the spare's age: try a new connection once.
+            Err(e @ (UpstreamError::Rejected { .. } | UpstreamError::TempFail { .. })) => {
+                return Err(e)
             }
-            other => return other,
+            Err(e) => {
+                tracing::debug!(upstream = %ctx.server, error = %e, "warm upstream connection failed; reconnecting");
+            }
+            ok => return ok,
         }
     }
     login(connect::<D>(server, tls, ctx).await?).await
