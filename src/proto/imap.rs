@@ -109,22 +109,13 @@ fn capability_code(caps: Option<&[u8]>) -> Option<&[u8]> {
     (printable && !caps.is_empty() && caps.len() <= MAX_CAPABILITIES).then_some(caps)
 }
 
-/// A reason text with control characters (CR, LF, NUL...) turned into spaces and cut at
-/// [`MAX_REASON`] bytes on a character boundary, so it cannot end the reply early.
+/// A reason text safe for a tagged reply (see [`super::reply_text`]), never empty.
 fn sanitize_reason(reason: &str) -> Vec<u8> {
-    let mut out = String::new();
-    for c in reason.chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if out.len() + c.len_utf8() > MAX_REASON {
-            break;
-        }
-        out.push(c);
-    }
-    let text = out.trim();
+    let text = super::reply_text(reason, MAX_REASON);
     if text.is_empty() {
         b"Upstream unavailable".to_vec()
     } else {
-        text.as_bytes().to_vec()
+        text.into_bytes()
     }
 }
 

@@ -156,6 +156,21 @@ pub enum LoginOutcome {
     UpstreamRejected,
 }
 
+/// Makes a reason (an upstream failure, say) safe inside a one-line reply: control
+/// characters (CR, LF, NUL, ...) become spaces, so the text cannot end the reply early or
+/// inject another, and it is cut at `max` bytes on a character boundary, then trimmed.
+pub fn reply_text(reason: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in reason.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out.trim().to_string()
+}
+
 /// A protocol's login phase, as a pure state machine.
 pub trait LoginPhase {
     /// The protocol this machine speaks.

@@ -434,20 +434,13 @@ fn sasl_failure(error: &SaslError) -> Action {
     }
 }
 
-/// Makes an upstream failure reason safe for a one-line reply: control characters
-/// (CR, LF, NUL, ...) become spaces and the text is capped at [`MAX_REASON`] bytes.
+/// Makes an upstream failure reason safe for a one-line reply (see
+/// [`super::reply_text`]), never empty.
 fn sanitize_reason(reason: &str) -> String {
-    let mut out = String::new();
-    for c in reason.chars() {
-        if out.len() + c.len_utf8() > MAX_REASON {
-            break;
-        }
-        out.push(if c.is_control() { ' ' } else { c });
-    }
-    let trimmed = out.trim();
-    if trimmed.is_empty() {
+    let text = super::reply_text(reason, MAX_REASON);
+    if text.is_empty() {
         "upstream unavailable".to_string()
     } else {
-        trimmed.to_string()
+        text
     }
 }

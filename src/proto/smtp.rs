@@ -264,12 +264,9 @@ impl LoginPhase for SmtpLogin {
     }
 }
 
-/// Makes `text` safe to put in a one-line reply: no control characters, bounded length.
+/// Makes `text` safe to put in a one-line reply (see [`super::reply_text`]).
 pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect()
+    super::reply_text(text, 300)
 }
 
 #[cfg(test)]

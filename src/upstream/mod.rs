@@ -185,15 +185,12 @@ impl UpstreamError {
         }
     }
 
-    /// Text for the client: one line, no secrets, at most 200 characters.
+    /// Text for the client: one line, no secrets, the cause at most 200 bytes.
     pub fn client_text(&self) -> String {
-        let text = self.to_string();
-        let clean: String = text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .take(200)
-            .collect();
-        format!("upstream unavailable: {clean}")
+        format!(
+            "upstream unavailable: {}",
+            crate::proto::reply_text(&self.to_string(), 200)
+        )
     }
 }
 
