@@ -39,28 +39,6 @@ const ACCOUNT_VARS: &[&str] = &[
     "QQMAIL_CA_FILE",
 ];
 
-/// Every variable the proxy reads, for the README table and `check-config`.
-pub const ALL_VARS: &[&str] = &[
-    "QQMAIL_EMAIL",
-    "QQMAIL_PROVIDER",
-    "QQMAIL_AUTH_CODE",
-    "QQMAIL_AUTH_CODE_FILE",
-    "QQMAIL_SMTP_SERVER",
-    "QQMAIL_IMAP_SERVER",
-    "QQMAIL_POP3_SERVER",
-    "QQMAIL_CA_FILE",
-    "QQMAIL_USERS",
-    "QQMAIL_USERS_FILE",
-    "QQMAIL_ALLOW_UNAUTHENTICATED",
-    "QQMAIL_SMTP_LISTEN",
-    "QQMAIL_IMAP_LISTEN",
-    "QQMAIL_POP3_LISTEN",
-    "QQMAIL_REWRITE_SENDER",
-    "QQMAIL_LOG_FORMAT",
-    "QQMAIL_STATE_DIR",
-    "QQMAIL_ADMIN_LISTEN",
-];
-
 fn list(value: &str) -> Vec<String> {
     value
         .split([',', ' ', '\n', '\t'])
