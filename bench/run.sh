@@ -4,11 +4,14 @@
 # Writes markdown tables with PASS/MISS against the project's targets.
 #
 # Usage: bash bench/run.sh [--quick] [--out FILE] [--keep] [--no-daemons] [--profile]
+#                          [--only KINDS]
 #   --quick       small sizes, finishes well under 2 minutes (CI smoke run); builds
 #                 debug binaries; writes bench/RESULTS-quick.md unless --out is given
 #   --out FILE    where to write the report (default bench/RESULTS.md, full mode)
 #   --keep        keep the temp dir (logs, results.jsonl) even when everything ran
 #   --no-daemons  skip the Dovecot and Postfix peers (no root needed then)
+#   --only KINDS  run only these measurements (comma-separated: throughput, latency,
+#                 rate, idle, startup), e.g. while working on one target
 #   --profile     afterwards, profile qqmail-proxy with perf (a symbol-carrying build of
 #                 the release profile) during throughput, latency and rate runs;
 #                 flat profiles go to bench/profiles/*.txt
@@ -30,6 +33,7 @@ OUT=""
 KEEP=0
 DAEMONS=1
 PROFILE_RUN=0
+ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) MODE=quick ;;
@@ -37,7 +41,8 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1 ;;
     --no-daemons) DAEMONS=0 ;;
     --profile) PROFILE_RUN=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --only) ONLY=",${2:?--only needs a list}," ; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -71,6 +76,8 @@ UPSTREAM_PID="" STUNNEL_PID="" DOVECOT_PID="" POSTFIX_PID="" PROXY_PID="" IDLE_P
 CHILD_PID=""
 
 log() { echo "bench: $*"; }
+# True when measurement kind $1 is to run (all of them unless --only was given).
+want() { [ -z "$ONLY" ] || [[ "$ONLY" == *",$1,"* ]]; }
 meta() { printf '%s\t%s\n' "$1" "$2" >> "$META"; }
 # A failure that produced no result line of its own (setup, a crashed measurement).
 record_failure() {
@@ -377,12 +384,12 @@ measure() {
   log "  ($name took $(( ($(date +%s%N) - t0) / 1000000 )) ms)"
 }
 
-for proto in smtp imap pop3; do
+want throughput && for proto in smtp imap pop3; do
   peer_args "$proto" throughput
   measure "throughput-$proto" 900 "$LG" client throughput --proto "$proto" --ca "$T/ca.pem" \
     --size "$MSG" --runs "$RUNS" --ctl "$CTL" "${PEER_ARGS[@]}"
 done
-for proto in imap pop3 smtp; do
+want latency && for proto in imap pop3 smtp; do
   peer_args "$proto" latency
   measure "latency-$proto" 600 "$LG" client latency --proto "$proto" --ca "$T/ca.pem" \
     --sessions "$SESSIONS" --admin "$PX_ADMIN" "${PEER_ARGS[@]}"
@@ -392,12 +399,14 @@ rate_args=(--peer "direct|tls|127.0.0.1:$USMTP|$EMAIL|$CODE")
 [ "$HAVE_STUNNEL" -eq 1 ] && rate_args+=(--peer "stunnel|plain|127.0.0.1:$SSMTP|$EMAIL|$CODE")
 rate_args+=(--peer "proxy|plain|$PX_SMTP|$LOCAL_USER|$LOCAL_PASS")
 [ "$HAVE_POSTFIX" -eq 1 ] && rate_args+=(--peer "postfix|plain|127.0.0.1:$PSMTP|||e2e")
-measure rate-smtp $(( RATE_SECS * 4 * 3 + 600 )) "$LG" client rate --ca "$T/ca.pem" --ctl "$CTL" \
+want rate && measure rate-smtp $(( RATE_SECS * 4 * 3 + 600 )) "$LG" client rate --ca "$T/ca.pem" --ctl "$CTL" \
   --clients "$RATE_CLIENTS" --size "$RATE_SIZE" --secs "$RATE_SECS" "${rate_args[@]}"
 
 # Idle scale on a fresh proxy process, so earlier tests' heap does not hide the growth.
 stop_pid "$PROXY_PID"; PROXY_PID=""
-if start_proxy "$PX/proxy-idle.log"; then
+if ! want idle; then
+  :
+elif start_proxy "$PX/proxy-idle.log"; then
   IDLE_PROXY_PID=$STARTED_PID
   measure idle-imap 900 "$LG" client idle --ca "$T/ca.pem" --ctl "$CTL" --pid "$IDLE_PROXY_PID" \
     --sessions "$IDLE" --cpu-secs "$CPU_SECS" --clk-tck "$(getconf CLK_TCK)" \
@@ -407,7 +416,7 @@ else
   record_failure idle-imap proxy "fresh proxy did not start"
 fi
 
-measure startup 300 "$LG" startup --bin "$PROXY_BIN" --config "$PX/config.toml" --runs "$STARTS" \
+want startup && measure startup 300 "$LG" startup --bin "$PROXY_BIN" --config "$PX/config.toml" --runs "$STARTS" \
   --env "QQMAIL_AUTH_CODE=$CODE"
 
 # --- optional profiles --------------------------------------------------------------------

@@ -18,6 +18,7 @@ use crate::auth::Verdict;
 use crate::config::Account;
 use crate::proto::{Action, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
+use crate::upstream::pool::Refill;
 use crate::upstream::{self, UpstreamError};
 
 pub mod relay;
@@ -119,13 +120,27 @@ pub enum Purpose {
     Plain,
 }
 
-/// Connects to the account's upstream for `protocol` and logs in with its code.
+/// Connects to the account's upstream for `protocol` and logs in with its code. A warm
+/// spare's refill, if this login started one, begins at once.
 pub async fn upstream_login(
     rt: &Runtime,
     protocol: Protocol,
     account: &Account,
     purpose: Purpose,
 ) -> Result<Upstream, UpstreamError> {
+    login_upstream(rt, protocol, account, purpose)
+        .await
+        .map(|(up, _refill)| up)
+}
+
+/// [`upstream_login`] for a session: the caller holds the [`Refill`] while the session
+/// runs, so that the next spare's handshake does not compete with this session.
+async fn login_upstream(
+    rt: &Runtime,
+    protocol: Protocol,
+    account: &Account,
+    purpose: Purpose,
+) -> Result<(Upstream, Refill), UpstreamError> {
     let server = match protocol {
         Protocol::Smtp => account.smtp.as_ref(),
         Protocol::Imap => account.imap.as_ref(),
@@ -148,26 +163,26 @@ pub async fn upstream_login(
                 upstream::smtp::login(c, &ctx, account, hostname)
             })
             .await
-            .map(Upstream::Smtp)
+            .map(|(u, r)| (Upstream::Smtp(u), r))
         }
         Protocol::Imap => {
             login_with::<upstream::imap::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
                 upstream::imap::login(c, &ctx, account)
             })
             .await
-            .map(Upstream::Imap)
+            .map(|(u, r)| (Upstream::Imap(u), r))
         }
         Protocol::Pop3 => {
             login_with::<upstream::pop3::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
                 upstream::pop3::login(c, &ctx, account)
             })
             .await
-            .map(Upstream::Pop3)
+            .map(|(u, r)| (Upstream::Pop3(u), r))
         }
     };
     let server_name = server.to_string();
     match &result {
-        Ok(up) => {
+        Ok((up, _)) => {
             if let Upstream::Smtp(s) = up {
                 if let Some(size) = s.caps.size.filter(|&n| n > 0) {
                     rt.learn_smtp_size(account, size);
@@ -267,8 +282,8 @@ async fn send(
 
 /// What the login phase ended with.
 enum LoggedIn {
-    /// Authenticated, upstream ready.
-    Upstream(Arc<Account>, Box<Upstream>),
+    /// Authenticated, upstream ready; the spare's refill waits for the session.
+    Upstream(Arc<Account>, Box<Upstream>, Refill),
     /// SMTP client from an allow-listed address: the relay connects on MAIL.
     Unauthenticated(Arc<Account>),
 }
@@ -300,7 +315,8 @@ pub async fn run<P: LoginPhase>(
     if let Some((client, done)) = logged_in {
         let limits = &rt.config.limits;
         match done {
-            LoggedIn::Upstream(account, up) => match *up {
+            // `_refill` lives until the relay is over (or SETTLE has passed).
+            LoggedIn::Upstream(account, up, _refill) => match *up {
                 Upstream::Imap(upstream::imap::ImapUpstream { conn, .. })
                 | Upstream::Pop3(upstream::pop3::Pop3Upstream { conn }) => {
                     let (stream, leftover) = conn.into_parts();
@@ -466,14 +482,14 @@ async fn login_phase<P: LoginPhase>(
                 let outcome = match rt.auth.verify(peer.ip(), &creds).await {
                     Verdict::Accepted(account) => {
                         report.account = Some(account.id.clone());
-                        match upstream_login(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await
+                        match login_upstream(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await
                         {
-                            Ok(up) => {
+                            Ok((up, refill)) => {
                                 let capabilities = match &up {
                                     Upstream::Imap(i) => i.capabilities.clone(),
                                     _ => None,
                                 };
-                                pending = Some(LoggedIn::Upstream(account, Box::new(up)));
+                                pending = Some(LoggedIn::Upstream(account, Box::new(up), refill));
                                 LoginOutcome::Success { capabilities }
                             }
                             Err(e) => {

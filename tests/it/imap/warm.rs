@@ -1,6 +1,8 @@
 //! Warm upstream spares: during a burst of logins the next upstream connection is made
 //! ahead of time (so a login costs only the upstream's LOGIN round trip); a proxy used
 //! now and then opens no extra connection, and `warm_upstream_ttl = "0s"` turns it off.
+//! The next spare is made only once the session that triggered it has ended or has been
+//! logged in for a while, so its handshake does not slow that session down.
 
 use super::{Gateway, T};
 
@@ -26,6 +28,35 @@ async fn a_burst_of_logins_keeps_one_spare_ready() {
     gw.fake.wait_logins(3, T).await;
     assert_eq!(gw.fake.wait_connections(4, T).await, 4);
     assert_eq!(gw.fake.logins().len(), 3);
+    gw.assert_clean();
+}
+
+/// The proxy's `upstream::pool::SETTLE`: how long a refill waits for a running session.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+#[tokio::test]
+async fn the_next_spare_waits_while_the_session_that_took_a_spare_runs() {
+    const READY: &str = "warm upstream spare ready";
+    let gw = Gateway::start(|o| o, |b| b).await;
+    login_and_logout(&gw).await;
+    gw.fake.wait_logins(1, T).await;
+    login_and_logout(&gw).await;
+    gw.proxy.wait_for_log(READY, T).await;
+    // The third login takes that spare (the third connection) and triggers the next
+    // refill. Its session stays open, so the refill may start only SETTLE after the spare
+    // was taken, which was just before the login on it reached the fake.
+    let mark = gw.proxy.events().len();
+    let held = gw.logged_in().await;
+    gw.proxy.wait_for_log_since(mark, READY, T).await;
+    let log = gw.fake.snapshot();
+    assert_eq!((log.logins.len(), log.connections), (3, 4), "{log:?}");
+    let waited = log.connected_at[3].saturating_duration_since(log.login_at[2]);
+    assert!(
+        waited >= SETTLE / 2,
+        "the next spare's connection came {waited:?} after the login it follows \
+         (session still open)"
+    );
+    drop(held);
     gw.assert_clean();
 }
 

@@ -130,6 +130,10 @@ pub struct Log {
     pub commands: Vec<Vec<u8>>,
     /// TCP connections accepted.
     pub connections: usize,
+    /// When each connection was accepted.
+    pub connected_at: Vec<std::time::Instant>,
+    /// When each login attempt arrived (same order as `logins`).
+    pub login_at: Vec<std::time::Instant>,
     /// Implicit or STARTTLS handshakes that failed.
     pub tls_failures: usize,
 }
@@ -198,6 +202,10 @@ impl Recorder {
 /// Generates the recorder accessors on a fake whose `self.shared.rec` is a [`Recorder`].
 macro_rules! recorder_methods {
     () => {
+        /// A copy of everything the fake has seen.
+        pub fn snapshot(&self) -> $crate::support::upstream::Log {
+            self.shared.rec.snapshot()
+        }
         /// Login attempts so far.
         pub fn logins(&self) -> Vec<$crate::support::upstream::LoginAttempt> {
             self.shared.rec.snapshot().logins
@@ -318,7 +326,10 @@ pub(crate) struct Conn {
 impl Conn {
     /// Counts the connection and, in implicit mode, does the TLS handshake.
     pub(crate) async fn open(tcp: TcpStream, mode: &TlsMode, rec: &Recorder) -> Option<Conn> {
-        rec.update(|l| l.connections += 1);
+        rec.update(|l| {
+            l.connections += 1;
+            l.connected_at.push(std::time::Instant::now());
+        });
         let stream = match mode {
             TlsMode::Implicit(cfg) => match tokio_rustls::TlsAcceptor::from(cfg.clone())
                 .accept(tcp)

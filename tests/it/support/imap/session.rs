@@ -304,7 +304,10 @@ impl Session {
             over_tls: self.conn.is_tls(),
             accepted,
         };
-        self.shared.rec.update(|l| l.logins.push(attempt));
+        self.shared.rec.update(|l| {
+            l.logins.push(attempt);
+            l.login_at.push(std::time::Instant::now());
+        });
         if accepted {
             self.state = State::Authenticated;
             let caps = &opts.post_login_caps;
