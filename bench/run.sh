@@ -18,6 +18,7 @@
 # Environment:
 #   QQMAIL_PROXY_BIN  proxy binary to measure (default: built here, release in full mode,
 #                     debug in --quick mode, under ${CARGO_TARGET_DIR:-target})
+#   LATENCY_PAUSE_MS  pause between two latency sessions (default 2; 0 = back to back)
 #
 # Exit status: non-zero when any measurement failed to run (a missed target is not a
 # failure). The last line is always "bench: N passed, M failed" (N = measurements run).
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --no-daemons) DAEMONS=0 ;;
     --profile) PROFILE_RUN=1 ;;
     --only) ONLY=",${2:?--only needs a list}," ; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "bench/run.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -392,7 +393,7 @@ done
 want latency && for proto in imap pop3 smtp; do
   peer_args "$proto" latency
   measure "latency-$proto" 600 "$LG" client latency --proto "$proto" --ca "$T/ca.pem" \
-    --sessions "$SESSIONS" --admin "$PX_ADMIN" "${PEER_ARGS[@]}"
+    --sessions "$SESSIONS" --pause-ms "${LATENCY_PAUSE_MS:-2}" --admin "$PX_ADMIN" "${PEER_ARGS[@]}"
 done
 # Rate: Postfix last, since it leaves a queue behind it (the run waits for it to drain).
 rate_args=(--peer "direct|tls|127.0.0.1:$USMTP|$EMAIL|$CODE")
