@@ -146,6 +146,16 @@ fn reload(path: Option<&Path>, current: &Current) {
             if listens(&old.config) != listens(&new.config) {
                 warn!("listen addresses changed: they take effect only after a restart");
             }
+            let (was, now) = (&old.config.limits, &new.config.limits);
+            if (was.max_sessions, was.max_sessions_per_ip)
+                != (now.max_sessions, now.max_sessions_per_ip)
+            {
+                info!(
+                    max_sessions = now.max_sessions,
+                    max_sessions_per_ip = now.max_sessions_per_ip,
+                    "session limits changed: new connections get them, sessions in progress keep running"
+                );
+            }
             for w in &new.config.warnings {
                 warn!("{w}");
             }
