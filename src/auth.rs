@@ -4,7 +4,9 @@
 //! Argon2 is deliberately slow (tens of milliseconds), so a successful check is
 //! remembered for `auth_cache_ttl` under a keyed BLAKE2b hash of user and password (the
 //! cache never holds a password, and its key is random per process), as Dovecot's auth
-//! cache does. Failed checks are never cached.
+//! cache does. Failed checks are never cached. The failure table ([`FailureTable`],
+//! `failures.rs`) is the one piece that outlives a reload; users, hashes and the cache
+//! always follow the configuration in force.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,6 +23,11 @@ use crate::config::{Account, Config, Limits, User};
 use crate::proto::Credentials;
 use crate::secrets::Secret;
 
+mod failures;
+
+pub use failures::FailureTable;
+use failures::Policy;
+
 /// The result of a local login attempt.
 #[derive(Debug, Clone)]
 pub enum Verdict {
@@ -36,23 +43,12 @@ pub enum Verdict {
 const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$WpNPx5Wjp+43aJ7f7tY6Yw$ERXVHSFZ4AEitXO/dBhriL0Eu3w/oVmvV3AumePPm8E";
 
-/// Most entries kept in the success cache and in the failure table.
+/// Most entries kept in the success cache.
 const MAX_ENTRIES: usize = 10_000;
-/// First delay after a failure; it doubles with each further failure.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-/// Longest delay before a lockout.
-const MAX_DELAY: Duration = Duration::from_secs(4);
 
 struct LocalUser {
     hash: String,
     account: Arc<Account>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
-    last: Instant,
-    locked_until: Option<Instant>,
 }
 
 /// Checks local credentials. Shared by every session (cheap to clone via `Arc`).
@@ -61,18 +57,20 @@ pub struct Authenticator {
     dummy_hash: String,
     cache_key: [u8; 32],
     cache: Mutex<HashMap<[u8; 64], Instant>>,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// Shared with the authenticators before and after a reload.
+    failures: Arc<FailureTable>,
     ttl: Duration,
-    lockout_failures: u32,
-    lockout_duration: Duration,
+    policy: Policy,
     /// Password checks running at once: each holds argon2's 19 MiB, so a flood of
     /// logins must queue rather than take gigabytes.
     checks: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
-    /// Builds the user table from the config (and any generated users).
-    pub fn new(config: &Config, users: &[User]) -> Authenticator {
+    /// Builds the user table from the config (and any generated users). `failures` is
+    /// the running authenticator's table on a reload (so that no failure or lockout is
+    /// forgiven), a new one at start.
+    pub fn new(config: &Config, users: &[User], failures: Arc<FailureTable>) -> Authenticator {
         let mut cache_key = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut cache_key);
         let table = users
@@ -87,13 +85,14 @@ impl Authenticator {
                 )
             })
             .collect();
-        Self::with_limits(table, cache_key, &config.limits)
+        Self::with_limits(table, cache_key, &config.limits, failures)
     }
 
     fn with_limits(
         users: HashMap<String, LocalUser>,
         cache_key: [u8; 32],
         limits: &Limits,
+        failures: Arc<FailureTable>,
     ) -> Authenticator {
         // Unknown users are checked against this hash so that they cost as much time as
         // known ones: response timing must not reveal which user names exist.
@@ -105,10 +104,12 @@ impl Authenticator {
             dummy_hash,
             cache_key,
             cache: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
+            failures,
             ttl: limits.auth_cache_ttl,
-            lockout_failures: limits.lockout_failures,
-            lockout_duration: limits.lockout_duration,
+            policy: Policy {
+                lockout_failures: limits.lockout_failures,
+                lockout_duration: limits.lockout_duration,
+            },
             checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             ),
@@ -120,9 +121,15 @@ impl Authenticator {
         self.users.len()
     }
 
+    /// The failed-login table, for the authenticator that replaces this one on reload.
+    pub fn failure_table(&self) -> Arc<FailureTable> {
+        self.failures.clone()
+    }
+
     /// Verifies `creds` from `ip`. A failure is answered only after a delay that grows
-    /// with the address's recent failures; past `lockout_failures` the address is locked
-    /// out for `lockout_duration` (logged once per lockout).
+    /// with the address's recent failures (for any user); past `lockout_failures` the
+    /// address is locked out for `lockout_duration` (logged once per lockout). A success
+    /// forgives that user's failures from that address only.
     pub async fn verify(&self, ip: IpAddr, creds: &Credentials) -> Verdict {
         if self.locked(ip) {
             return Verdict::LockedOut;
@@ -130,7 +137,7 @@ impl Authenticator {
         let key = self.cache_key(creds);
         if let Some(user) = self.users.get(&creds.user) {
             if self.cached(&key) {
-                return Verdict::Accepted(user.account.clone());
+                return self.accept(ip, &creds.user, user.account.clone());
             }
         }
         let (hash, account) = match self.users.get(&creds.user) {
@@ -155,22 +162,36 @@ impl Authenticator {
         // too, right or wrong, so that no more than `lockout_failures` guesses per
         // lockout get an answer that tells anything.
         match (ok, account) {
-            (true, Some(_)) if self.locked(ip) => Verdict::LockedOut,
             (true, Some(account)) => {
-                self.remember(key);
-                lock(&self.failures).remove(&ip);
-                Verdict::Accepted(account)
+                let verdict = self.accept(ip, &creds.user, account);
+                if matches!(verdict, Verdict::Accepted(_)) {
+                    self.remember(key);
+                }
+                verdict
             }
-            _ => {
-                let (delay, locked_now) = self.record_failure(ip);
-                let locked = locked_now || self.locked(ip);
-                tokio::time::sleep(delay).await;
-                if locked {
+            (_, account) => {
+                // Only local users get a bucket of their own (which their success can
+                // clear); this also bounds the table by the number of local users.
+                let user = account.map(|_| creds.user.as_str());
+                let penalty = self
+                    .failures
+                    .record_failure(ip, user, self.policy, Instant::now());
+                tokio::time::sleep(penalty.delay).await;
+                if penalty.locked {
                     Verdict::LockedOut
                 } else {
                     Verdict::Rejected
                 }
             }
+        }
+    }
+
+    /// A right password: accepted unless the address is locked out meanwhile.
+    fn accept(&self, ip: IpAddr, user: &str, account: Arc<Account>) -> Verdict {
+        if self.failures.accept(ip, user, self.policy, Instant::now()) {
+            Verdict::Accepted(account)
+        } else {
+            Verdict::LockedOut
         }
     }
 
@@ -216,55 +237,7 @@ impl Authenticator {
     }
 
     fn locked(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut failures = lock(&self.failures);
-        match failures.get(&ip) {
-            Some(f) => match f.locked_until {
-                Some(until) if until > now => true,
-                Some(_) => {
-                    failures.remove(&ip);
-                    false
-                }
-                None => false,
-            },
-            None => false,
-        }
-    }
-
-    /// Records a failure; returns the delay to apply and whether the address is now locked.
-    fn record_failure(&self, ip: IpAddr) -> (Duration, bool) {
-        let now = Instant::now();
-        let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_ENTRIES {
-            let window = self.lockout_duration;
-            failures.retain(|_, f| {
-                f.locked_until.is_some_and(|u| u > now) || now.duration_since(f.last) < window
-            });
-        }
-        let entry = failures.entry(ip).or_insert(Failures {
-            count: 0,
-            last: now,
-            locked_until: None,
-        });
-        // Failures older than the lockout window are forgotten.
-        if now.duration_since(entry.last) > self.lockout_duration {
-            entry.count = 0;
-        }
-        entry.count += 1;
-        entry.last = now;
-        let shift = entry.count.saturating_sub(1).min(8);
-        let delay = BASE_DELAY.saturating_mul(1 << shift).min(MAX_DELAY);
-        if entry.count >= self.lockout_failures && entry.locked_until.is_none() {
-            entry.locked_until = Some(now + self.lockout_duration);
-            tracing::warn!(
-                client = %ip,
-                failures = entry.count,
-                lockout_secs = self.lockout_duration.as_secs(),
-                "too many failed logins: address locked out"
-            );
-            return (delay, true);
-        }
-        (delay, false)
+        self.failures.locked(ip, self.policy, Instant::now())
     }
 }
 
@@ -320,16 +293,31 @@ mod tests {
         })
     }
 
+    /// An authenticator for `users` (name, password) sharing `table`.
+    fn auth_with(
+        users: &[(&str, &str)],
+        limits: &Limits,
+        table: Arc<FailureTable>,
+    ) -> Authenticator {
+        let users = users
+            .iter()
+            .map(|(name, pw)| {
+                let hash = hash_password(&Secret::from(*pw)).unwrap();
+                let account = account();
+                (name.to_string(), LocalUser { hash, account })
+            })
+            .collect();
+        let mut cache_key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut cache_key);
+        Authenticator::with_limits(users, cache_key, limits, table)
+    }
+
     fn auth(limits: &Limits) -> Authenticator {
-        let mut users = HashMap::new();
-        users.insert(
-            "printer".to_string(),
-            LocalUser {
-                hash: hash_password(&Secret::from("secret")).unwrap(),
-                account: account(),
-            },
-        );
-        Authenticator::with_limits(users, [7; 32], limits)
+        auth_with(
+            &[("printer", "secret"), ("scanner", "scan-pw")],
+            limits,
+            Arc::default(),
+        )
     }
 
     fn creds(user: &str, pw: &str) -> Credentials {
@@ -340,6 +328,23 @@ mod tests {
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+
+    /// The verdict a step expects.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Want {
+        Ok,
+        No,
+        Locked,
+    }
+
+    fn kind(v: &Verdict) -> Want {
+        match v {
+            Verdict::Accepted(_) => Want::Ok,
+            Verdict::Rejected => Want::No,
+            Verdict::LockedOut => Want::Locked,
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn verdicts_table() {
@@ -349,7 +354,9 @@ mod tests {
             ("printer", "Secret", false),
             ("printer", "", false),
             ("nobody", "secret", false),
+            ("scanner", "secret", false),
             ("printer", "secret", true),
+            ("scanner", "scan-pw", true),
         ];
         for (user, pw, ok) in cases {
             let v = a.verify(IP, &creds(user, pw)).await;
@@ -357,44 +364,91 @@ mod tests {
         }
     }
 
+    /// A login (user, password) and the verdict it should get.
+    type Step = ((&'static str, &'static str), Want);
+
+    /// Login sequences from one address with `lockout_failures = 3`.
     #[tokio::test(start_paused = true)]
-    async fn lockout_after_repeated_failures_and_expiry() {
+    async fn who_a_success_forgives() {
+        use Want::*;
+        let right_p = ("printer", "secret");
+        let wrong_p = ("printer", "guess");
+        let right_s = ("scanner", "scan-pw");
+        let wrong_s = ("scanner", "guess");
+        let unknown = ("nobody", "guess");
+        #[rustfmt::skip]
+        let cases: &[(&str, &[Step])] = &[
+            ("plain guessing locks out", &[
+                (wrong_s, No), (wrong_s, No), (wrong_s, Locked), (right_s, Locked),
+            ]),
+            // Knowing printer's password must not buy unlimited guesses at scanner's.
+            ("interleaving a known password still leads to a lockout", &[
+                (wrong_s, No), (right_p, Ok), (wrong_s, No), (right_p, Ok),
+                (wrong_s, Locked), (right_p, Locked), (right_s, Locked),
+            ]),
+            ("interleaving with unknown names too", &[
+                (unknown, No), (right_p, Ok), (unknown, No), (right_p, Ok),
+                (unknown, Locked),
+            ]),
+            // The second success comes from the cache: it forgives as well.
+            ("a user who mistypes and then succeeds is not punished later", &[
+                (wrong_p, No), (wrong_p, No), (right_p, Ok),
+                (wrong_p, No), (wrong_p, No), (right_p, Ok),
+                (wrong_p, No), (wrong_p, No), (right_p, Ok),
+            ]),
+            ("a success forgives its own user only", &[
+                (wrong_p, No), (wrong_s, No), (right_p, Ok), (wrong_s, No), (wrong_s, Locked),
+            ]),
+        ];
+        for (name, steps) in cases {
+            let a = auth(&Limits {
+                lockout_failures: 3,
+                ..Limits::default()
+            });
+            for (i, ((user, pw), want)) in steps.iter().enumerate() {
+                let got = kind(&a.verify(IP, &creds(user, pw)).await);
+                assert_eq!(got, *want, "{name}: step {} ({user}/{pw})", i + 1);
+            }
+            // Another address is never affected.
+            let other = a.verify(OTHER, &creds(right_s.0, right_s.1)).await;
+            assert_eq!(kind(&other), Ok, "{name}: other address");
+        }
+    }
+
+    /// What a reload keeps (failures and lockouts) and what it drops (users, hashes, the
+    /// success cache).
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_failures_but_not_users_or_the_cache() {
+        use Want::*;
         let limits = Limits {
-            lockout_failures: 3,
-            lockout_duration: Duration::from_secs(60),
+            lockout_failures: 2,
             ..Limits::default()
         };
-        let a = auth(&limits);
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "x")).await,
-            Verdict::Rejected
-        ));
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "y")).await,
-            Verdict::Rejected
-        ));
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "z")).await,
-            Verdict::LockedOut
-        ));
-        // Even the right password is refused while locked out.
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "secret")).await,
-            Verdict::LockedOut
-        ));
-        let other: IpAddr = "10.0.0.9".parse().unwrap();
-        assert!(matches!(
-            a.verify(other, &creds("printer", "secret")).await,
-            Verdict::Accepted(_)
-        ));
-        // The lockout ends: pretend it was set long ago.
-        if let Some(f) = lock(&a.failures).get_mut(&IP) {
-            f.locked_until = Some(Instant::now() - Duration::from_secs(1));
+        let third: IpAddr = "10.0.0.3".parse().unwrap();
+        let old = auth(&limits);
+        for (ip, (user, pw), want) in [
+            (IP, ("scanner", "x"), No),
+            (IP, ("scanner", "y"), Locked),
+            (third, ("nobody", "x"), No),
+            // Cached by the old authenticator.
+            (OTHER, ("printer", "secret"), Ok),
+            (OTHER, ("scanner", "scan-pw"), Ok),
+        ] {
+            assert_eq!(kind(&old.verify(ip, &creds(user, pw)).await), want);
         }
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "secret")).await,
-            Verdict::Accepted(_)
-        ));
+        // Printer's password changes and scanner is removed.
+        let new = auth_with(&[("printer", "new-pw")], &limits, old.failure_table());
+        for (ip, (user, pw), want) in [
+            (IP, ("printer", "new-pw"), Locked),
+            (OTHER, ("printer", "secret"), No),
+            (OTHER, ("printer", "new-pw"), Ok),
+            (OTHER, ("scanner", "scan-pw"), No),
+            // The failure before the reload still counts.
+            (third, ("nobody", "y"), Locked),
+        ] {
+            let got = kind(&new.verify(ip, &creds(user, pw)).await);
+            assert_eq!(got, want, "{ip} {user}/{pw}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -424,16 +478,6 @@ mod tests {
             a.verify(IP, &creds("printer", "secret")).await,
             Verdict::LockedOut
         ));
-    }
-
-    #[test]
-    fn delays_grow_and_are_capped() {
-        let a = auth(&Limits {
-            lockout_failures: 100,
-            ..Limits::default()
-        });
-        let delays: Vec<u128> = (0..8).map(|_| a.record_failure(IP).0.as_millis()).collect();
-        assert_eq!(delays, vec![250, 500, 1000, 2000, 4000, 4000, 4000, 4000]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Everything sessions share, built from one validated [`Config`]: the local users'
 //! authenticator, the STARTTLS acceptor, one verified TLS client config per account, and
 //! what was learnt from upstreams. Rebuilt whole on SIGHUP; sessions keep the one they
-//! started with.
+//! started with. Only [`Kept`] passes from one runtime to the next: the counters and the
+//! failed-login table (a reload must not forgive failures or end lockouts).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, FailureTable};
 use crate::config::{Account, Config, User};
 use crate::metrics::Metrics;
 use crate::proto::StartTlsMode;
@@ -21,6 +22,16 @@ pub enum RuntimeError {
     /// The local certificate or an account's `ca_file` is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+/// What outlives a reload: the runtime built from a new configuration takes it over from
+/// the running one ([`Runtime::kept`]).
+#[derive(Clone, Default)]
+pub struct Kept {
+    /// Counters for the admin endpoint.
+    pub metrics: Arc<Metrics>,
+    /// Failed logins and lockouts per client address.
+    pub failures: Arc<FailureTable>,
 }
 
 /// Shared session state.
@@ -44,12 +55,10 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the runtime; generates the local certificate if needed.
-    pub fn build(
-        config: Config,
-        users: &[User],
-        metrics: Arc<Metrics>,
-    ) -> Result<Runtime, RuntimeError> {
+    /// Builds the runtime; generates the local certificate if needed. `kept` is
+    /// `Kept::default()` at start, the running runtime's [`Runtime::kept`] on a reload.
+    pub fn build(config: Config, users: &[User], kept: Kept) -> Result<Runtime, RuntimeError> {
+        let Kept { metrics, failures } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
             config.imap.as_ref(),
@@ -71,7 +80,7 @@ impl Runtime {
                 tls::upstream::client_config(a.ca_file.as_deref())?,
             );
         }
-        let auth = Authenticator::new(&config, users);
+        let auth = Authenticator::new(&config, users, failures);
         let ttl = config.limits.warm_upstream_ttl;
         let pool = (!ttl.is_zero()).then(|| crate::upstream::pool::Pool::new(ttl));
         Ok(Runtime {
@@ -112,7 +121,7 @@ impl Runtime {
             warnings: Vec::new(),
         };
         Ok(Runtime {
-            auth: Authenticator::new(&shallow, users),
+            auth: Authenticator::new(&shallow, users, Arc::default()),
             config: Arc::new(shallow),
             acceptor: None,
             fingerprint: None,
@@ -122,6 +131,14 @@ impl Runtime {
             metrics: Arc::new(Metrics::default()),
             pool: None,
         })
+    }
+
+    /// What the runtime that replaces this one on a reload takes over.
+    pub fn kept(&self) -> Kept {
+        Kept {
+            metrics: self.metrics.clone(),
+            failures: self.auth.failure_table(),
+        }
     }
 
     /// The TLS client config for an account's upstreams (every configured account has one).

@@ -2,6 +2,8 @@
 //! and per client address, spawns one task per connection inside a tracing span, and
 //! shuts down gracefully (stop accepting, let sessions finish within the grace period).
 //! SIGHUP swaps in a freshly validated runtime; sessions keep the one they started with.
+//! The session caps are plain counters checked against the runtime in force at each
+//! accept, so a reload changes them for new connections without touching running ones.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
@@ -94,37 +95,62 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Counts sessions per client address.
+/// Sessions running, in total and per client address. Counters rather than a semaphore
+/// sized at start: the limits are read from the runtime in force at each accept, so a
+/// reload applies to the next connection. Lowering a limit below the sessions running
+/// closes none of them; new connections are refused until enough have ended.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+struct Sessions(Mutex<Counts>);
 
-struct IpSlot {
-    table: Arc<PerIp>,
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Which cap refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Total,
+    PerIp,
+}
+
+/// One running session's place in [`Sessions`]; dropping it frees the place.
+struct Slot {
+    table: Arc<Sessions>,
     ip: IpAddr,
 }
 
-impl PerIp {
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = t.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
+impl Sessions {
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize, max_per_ip: usize) -> Result<Slot, Full> {
+        let mut c = self.counts();
+        if c.total >= max {
+            return Err(Full::Total);
         }
-        *n += 1;
-        Some(IpSlot {
+        if c.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
+            return Err(Full::PerIp);
+        }
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        c.total += 1;
+        Ok(Slot {
             table: self.clone(),
             ip,
         })
     }
 }
 
-impl Drop for IpSlot {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let mut t = self.table.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = t.get_mut(&self.ip) {
-            *n -= 1;
+        let mut c = self.table.counts();
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                t.remove(&self.ip);
+                c.per_ip.remove(&self.ip);
             }
         }
     }
@@ -134,19 +160,13 @@ impl Drop for IpSlot {
 /// period for sessions to finish.
 pub async fn serve(current: Current, listeners: Vec<Bound>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let max = current
-        .read()
-        .map(|rt| rt.config.limits.max_sessions)
-        .unwrap_or(256);
-    let sessions = Arc::new(Semaphore::new(max));
-    let per_ip = Arc::new(PerIp::default());
+    let sessions = Arc::new(Sessions::default());
     let ids = Arc::new(AtomicU64::new(1));
     for bound in listeners {
         tracker.spawn(accept_loop(
             bound,
             current.clone(),
             sessions.clone(),
-            per_ip.clone(),
             ids.clone(),
             shutdown.clone(),
             tracker.clone(),
@@ -185,12 +205,10 @@ async fn refuse(mut tcp: TcpStream, protocol: Protocol) {
     let _ = tcp.shutdown().await;
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     bound: Bound,
     current: Current,
-    sessions: Arc<Semaphore>,
-    per_ip: Arc<PerIp>,
+    sessions: Arc<Sessions>,
     ids: Arc<AtomicU64>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -223,18 +241,25 @@ async fn accept_loop(
             Ok(rt) => rt.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        let permit: OwnedSemaphorePermit = match sessions.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                warn!(client = %peer, %protocol, "session limit reached; refusing connection");
+        let limits = &rt.config.limits;
+        let slot = match sessions.acquire(
+            peer.ip(),
+            limits.max_sessions,
+            limits.max_sessions_per_ip,
+        ) {
+            Ok(slot) => slot,
+            Err(full) => {
+                match full {
+                    Full::Total => {
+                        warn!(client = %peer, %protocol, "session limit reached; refusing connection")
+                    }
+                    Full::PerIp => {
+                        warn!(client = %peer, %protocol, "per-address session limit reached; refusing connection")
+                    }
+                }
                 tracker.spawn(refuse(tcp, protocol));
                 continue;
             }
-        };
-        let Some(slot) = per_ip.acquire(peer.ip(), rt.config.limits.max_sessions_per_ip) else {
-            warn!(client = %peer, %protocol, "per-address session limit reached; refusing connection");
-            tracker.spawn(refuse(tcp, protocol));
-            continue;
         };
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, proto = protocol.name(), client = %peer);
@@ -254,9 +279,58 @@ async fn accept_loop(
                     }
                 }
                 drop(slot);
-                drop(permit);
             }
             .instrument(span),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (address, max_sessions, max_sessions_per_ip, expected, sessions to end first)
+    type Step = (IpAddr, usize, usize, Result<(), Full>, usize);
+
+    /// Session slots under limits that change between accepts, as a reload changes them.
+    #[test]
+    fn limits_in_force_at_each_accept() {
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let table = Arc::new(Sessions::default());
+        let mut held = Vec::new();
+        #[rustfmt::skip]
+        let steps: &[Step] = &[
+            (a, 2, 2, Ok(()), 0),
+            (b, 2, 2, Ok(()), 0),
+            (a, 2, 2, Err(Full::Total), 0),
+            // Raised by a reload: the next connection gets in.
+            (a, 3, 2, Ok(()), 0),
+            (a, 4, 2, Err(Full::PerIp), 0),
+            (a, 4, 3, Ok(()), 0),
+            // Lowered below the four running: all keep running, new ones are refused...
+            (b, 2, 3, Err(Full::Total), 0),
+            (b, 2, 3, Err(Full::Total), 2),
+            // ...until enough have ended.
+            (b, 2, 3, Ok(()), 1),
+        ];
+        for (i, (ip, max, per_ip, want, end)) in steps.iter().enumerate() {
+            for _ in 0..*end {
+                held.remove(0);
+            }
+            let got = table.acquire(*ip, *max, *per_ip);
+            assert_eq!(
+                got.as_ref().map(|_| ()).map_err(|f| *f),
+                *want,
+                "step {}",
+                i + 1
+            );
+            if let Ok(slot) = got {
+                held.push(slot);
+            }
+        }
+        drop(held);
+        let c = table.counts();
+        assert_eq!((c.total, c.per_ip.len()), (0, 0));
     }
 }

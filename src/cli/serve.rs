@@ -1,6 +1,10 @@
 //! `qqmail-proxy serve`: load and validate, set up logging, generate what is missing,
-//! bind, announce readiness, run until SIGTERM/SIGINT, reload on SIGHUP.
+//! bind, announce readiness, run until SIGTERM/SIGINT, reload on SIGHUP. A reload keeps
+//! the counters and the failed-login table ([`Kept`]); everything else follows the new
+//! configuration, except the listen addresses (bound once at start), whose change is
+//! logged as needing a restart.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -9,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, LogFormat, ProcessEnv};
-use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{Kept, Runtime};
 use crate::server::{self, Current};
 
 /// Installs the global tracing subscriber (stderr; level from RUST_LOG, default info).
@@ -28,10 +31,10 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
-fn build(config: Config, metrics: Arc<Metrics>) -> Result<Runtime> {
+fn build(config: Config, kept: Kept) -> Result<Runtime> {
     let (users, generated) = crate::state::local_users(&config, false)?;
     crate::state::announce(&generated, &crate::state::users_file(&config));
-    Ok(Runtime::build(config, &users, metrics)?)
+    Ok(Runtime::build(config, &users, kept)?)
 }
 
 /// Runs the proxy.
@@ -41,9 +44,8 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
     for w in &config.warnings {
         warn!("{w}");
     }
-    let metrics = Arc::new(Metrics::default());
     let admin = config.admin;
-    let rt = build(config, metrics.clone())?;
+    let rt = build(config, Kept::default())?;
     describe(&rt);
     super::tokio()?.block_on(async move {
         let listeners = server::bind(&rt).await?;
@@ -65,7 +67,6 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         tokio::spawn(signals(
             path.map(Path::to_path_buf),
             current.clone(),
-            metrics,
             shutdown.clone(),
         ));
         info!(version = env!("CARGO_PKG_VERSION"), "ready");
@@ -103,12 +104,7 @@ fn describe(rt: &Runtime) {
 }
 
 #[cfg(unix)]
-async fn signals(
-    path: Option<PathBuf>,
-    current: Current,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+async fn signals(path: Option<PathBuf>, current: Current, shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -122,43 +118,43 @@ async fn signals(
         tokio::select! {
             _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => reload(path.as_deref(), &current, &metrics),
+            _ = hup.recv() => reload(path.as_deref(), &current),
         }
     }
     shutdown.cancel();
 }
 
 #[cfg(not(unix))]
-async fn signals(
-    _path: Option<PathBuf>,
-    _current: Current,
-    _metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+async fn signals(_path: Option<PathBuf>, _current: Current, shutdown: CancellationToken) {
     let _ = tokio::signal::ctrl_c().await;
     shutdown.cancel();
 }
 
-/// Re-reads the configuration; on any error the running one stays.
-fn reload(path: Option<&Path>, current: &Current, metrics: &Arc<Metrics>) {
+/// Re-reads the configuration; on any error the running one stays. The new runtime takes
+/// over the running one's counters and failed-login table, so a reload forgives no failure
+/// and ends no lockout; users, hashes and the success cache are the new config's alone.
+fn reload(path: Option<&Path>, current: &Current) {
+    let old = match current.read() {
+        Ok(rt) => rt.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
     let result = Config::load(path, &ProcessEnv)
         .map_err(anyhow::Error::from)
-        .and_then(|c| build(c, metrics.clone()));
+        .and_then(|c| build(c, old.kept()));
     match result {
         Ok(new) => {
-            let old = current.read().map(|r| r.clone()).ok();
-            if let Some(old) = old {
-                let listens = |rt: &Runtime| {
-                    format!(
-                        "{:?}{:?}{:?}",
-                        rt.config.smtp.as_ref().map(|s| &s.listener.listen),
-                        rt.config.imap.as_ref().map(|l| &l.listen),
-                        rt.config.pop3.as_ref().map(|l| &l.listen)
-                    )
-                };
-                if listens(&old) != listens(&new) {
-                    warn!("listen addresses changed: they take effect only after a restart");
-                }
+            if listens(&old.config) != listens(&new.config) {
+                warn!("listen addresses changed: they take effect only after a restart");
+            }
+            let (was, now) = (&old.config.limits, &new.config.limits);
+            if (was.max_sessions, was.max_sessions_per_ip)
+                != (now.max_sessions, now.max_sessions_per_ip)
+            {
+                info!(
+                    max_sessions = now.max_sessions,
+                    max_sessions_per_ip = now.max_sessions_per_ip,
+                    "session limits changed: new connections get them, sessions in progress keep running"
+                );
             }
             for w in &new.config.warnings {
                 warn!("{w}");
@@ -172,4 +168,21 @@ fn reload(path: Option<&Path>, current: &Current, metrics: &Arc<Metrics>) {
             error!(error = %format!("{e:#}"), "reload failed; keeping the running configuration")
         }
     }
+}
+
+/// Every listen address, the admin endpoint's included: sockets are bound once at start.
+type Listens = (
+    Option<Vec<SocketAddr>>,
+    Option<Vec<SocketAddr>>,
+    Option<Vec<SocketAddr>>,
+    Option<SocketAddr>,
+);
+
+fn listens(c: &Config) -> Listens {
+    (
+        c.smtp.as_ref().map(|s| s.listener.listen.clone()),
+        c.imap.as_ref().map(|l| l.listen.clone()),
+        c.pop3.as_ref().map(|l| l.listen.clone()),
+        c.admin,
+    )
 }

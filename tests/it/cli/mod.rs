@@ -1,12 +1,15 @@
 //! Command-line tests: the `qqmail-proxy` binary's subcommands run as a user would run
-//! them. This file owns the runner for one-shot commands and the launcher for `serve`
-//! with arguments of the test's choosing; the tests live in the child modules.
+//! them. This file owns the runner for one-shot commands, the launcher for `serve` with
+//! arguments of the test's choosing, and a `serve` whose config file the test rewrites
+//! and reloads with SIGHUP (used by the hardening tests too); the tests live in the child
+//! modules.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use crate::support::proxy::Launch;
+use crate::support::config::{argon2_hash, ConfigBuilder};
+use crate::support::proxy::{Launch, Proxy};
 
 mod commands;
 mod operator;
@@ -118,4 +121,54 @@ pub fn signal(pid: u32, signal: &str) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A proxy started with `serve --config FILE` on a file the test rewrites, then reloads
+/// with SIGHUP.
+pub struct Reloadable {
+    /// The running proxy.
+    pub proxy: Proxy,
+    path: PathBuf,
+}
+
+impl Reloadable {
+    /// Writes `config` into the builder's directory and starts the proxy on it (with the
+    /// builder's env and user names for the secret checks).
+    pub async fn start(builder: &ConfigBuilder, config: &str) -> Reloadable {
+        let path = builder.dir().join("config.toml");
+        std::fs::write(&path, config).expect("write config");
+        let path_arg = path.display().to_string();
+        let env = builder.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut launch = launch_with_args(&["serve", "--config", &path_arg]).env(&env);
+        launch.users = Launch::from_builder(builder).users;
+        Reloadable {
+            proxy: Proxy::launch(launch).await,
+            path,
+        }
+    }
+
+    /// Rewrites the config and sends SIGHUP; returns the log mark taken just before.
+    pub fn hup(&self, config: &str) -> usize {
+        std::fs::write(&self.path, config).expect("rewrite config");
+        let mark = self.proxy.log_mark();
+        signal(self.proxy.pid(), "HUP");
+        mark
+    }
+
+    /// [`Reloadable::hup`], then waits until the reload is logged as done.
+    pub async fn reload(&self, config: &str) {
+        let mark = self.hup(config);
+        self.proxy
+            .wait_for_log_since(mark, "configuration reloaded", WAIT)
+            .await;
+    }
+}
+
+/// A `[[user]]` table to append to a config (argon2 with the test's cheap parameters).
+pub fn user_toml(name: &str, password: &str, account: &str) -> String {
+    format!(
+        "\n[[user]]\nname = \"{name}\"\npassword_hash = \"{}\"\naccount = \"{account}\"\n",
+        argon2_hash(password)
+    )
 }

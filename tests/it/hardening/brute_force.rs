@@ -1,6 +1,7 @@
 //! Password guessing: failures slow down, the address is locked out after
 //! `lockout_failures` (logged once, even the right password refused, other addresses
-//! unaffected), and concurrent guesses cannot get past the lockout.
+//! unaffected), concurrent guesses cannot get past the lockout, and neither logging in
+//! with a known password between guesses nor a SIGHUP resets the count.
 
 use std::time::{Duration, Instant};
 
@@ -168,4 +169,87 @@ async fn concurrent_guesses_cannot_outrun_the_lockout() {
     );
     assert_eq!(count(&proxy, LOCKED_LOG), 1);
     proxy.assert_no_secret(&secrets());
+}
+
+/// One AUTH PLAIN on a fresh connection from `source`: the reply's first line.
+async fn auth_reply(addr: SocketAddr, source: Option<IpAddr>, user: &str, pw: &str) -> String {
+    let (_c, got) = smtp_login(addr, source, user, pw).await;
+    match got {
+        Got::Reply(r) | Got::Closed(r) => r,
+    }
+}
+
+/// Someone who knows printer's password logs in with it between guesses at scanner's,
+/// and has the proxy reloaded: the guesses still add up to a lockout, which the reloads
+/// do not lift. The success cache, users and hashes do follow each reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interleaved_logins_and_reloads_do_not_reset_the_count() {
+    const SCANNER_PASSWORD: &str = "Sc4nner-Pa55";
+    const NEW_PASSWORD: &str = "N3w-Pr1nter-Pa55";
+    let ca = TestCa::new("reload lockout CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("lockout_failures", "3")
+        .limit("lockout_duration", "\"1h\"");
+    let base = builder.build();
+    let scanner = crate::cli::user_toml("scanner", SCANNER_PASSWORD, "main");
+    let with_scanner = format!("{base}{scanner}");
+    let proxy = Reloadable::start(&builder, &with_scanner).await;
+    let addr = proxy.proxy.smtp_addr();
+    let ok = "235 ";
+    let no = "535 ";
+    let steps: &[(&str, &str, &str, bool)] = &[
+        // (user, password, reply, reload before this step)
+        ("scanner", "guess-1", no, false),
+        (USER, PASSWORD, ok, false),
+        ("scanner", "guess-2", no, false),
+        (USER, PASSWORD, ok, true),
+        // The third failure from this address: locked although two came before a reload
+        // and a successful login came between each.
+        ("scanner", "guess-3", TOO_MANY, false),
+        (USER, PASSWORD, TOO_MANY, true),
+        ("scanner", SCANNER_PASSWORD, TOO_MANY, false),
+    ];
+    for (n, (user, password, want, reload)) in steps.iter().enumerate() {
+        if *reload {
+            proxy.reload(&with_scanner).await;
+        }
+        let got = auth_reply(addr, None, user, password).await;
+        assert!(got.starts_with(want), "step {}: {user}: {got}", n + 1);
+    }
+    assert_eq!(
+        count(&proxy.proxy, LOCKED_LOG),
+        1,
+        "the lockout is logged once"
+    );
+
+    // From another address: scanner logs in (and is cached); then a reload removes
+    // scanner and changes printer's password, which must bite at once.
+    let got = auth_reply(addr, Some(OTHER_IP), "scanner", SCANNER_PASSWORD).await;
+    assert!(got.starts_with(ok), "{got}");
+    let old_hash = &builder.users()[0].password_hash;
+    let changed = base.replace(
+        old_hash.as_str(),
+        &crate::support::config::argon2_hash(NEW_PASSWORD),
+    );
+    assert_ne!(changed, base);
+    proxy.reload(&changed).await;
+    for (user, password, want) in [
+        ("scanner", SCANNER_PASSWORD, no),
+        (USER, PASSWORD, no),
+        (USER, NEW_PASSWORD, ok),
+    ] {
+        let got = auth_reply(addr, Some(OTHER_IP), user, password).await;
+        assert!(
+            got.starts_with(want),
+            "{user}/{password} after the reload: {got}"
+        );
+    }
+    // The first address is still locked out, new password or not.
+    let got = auth_reply(addr, None, USER, NEW_PASSWORD).await;
+    assert!(got.starts_with(TOO_MANY), "{got}");
+    proxy.proxy.assert_no_secret_for(
+        &[DEFAULT_CODE, PASSWORD, SCANNER_PASSWORD, NEW_PASSWORD],
+        &["scanner"],
+    );
 }

@@ -1,6 +1,7 @@
 //! Session limits: `max_sessions` and `max_sessions_per_ip` refuse the next connection
-//! with each protocol's "Too many connections" reply, and `max_auth_failures` closes a
-//! session after that many failed logins, in SMTP, IMAP and POP3.
+//! with each protocol's "Too many connections" reply (and a reload changes them for new
+//! connections), and `max_auth_failures` closes a session after that many failed logins,
+//! in SMTP, IMAP and POP3.
 
 use std::net::Ipv4Addr;
 
@@ -98,6 +99,89 @@ async fn max_sessions_per_ip_spares_other_addresses() {
     let sent = send_message(&mut other, b"Subject: x\r\n\r\ny\r\n").await;
     assert!(sent.text().starts_with("250 "));
     assert_refused_everywhere(&proxy, Some(OTHER_IP)).await;
+    proxy.assert_no_secret(&secrets());
+}
+
+/// Opens an SMTP connection from `source`: true if greeted, false if refused as busy.
+async fn greeted(proxy: &Proxy, source: Option<IpAddr>) -> (Client, bool) {
+    let (c, first) = open(proxy.smtp_addr(), source).await;
+    match first.as_str() {
+        f if f.starts_with("220 ") => (c, true),
+        f if f == BUSY[0].1 => (c, false),
+        f => panic!("neither a greeting nor busy: {f}"),
+    }
+}
+
+/// Ends a held SMTP session and waits until the proxy has counted it out.
+async fn quit(proxy: &Proxy, mut c: Client) {
+    let mark = proxy.log_mark();
+    assert_eq!(c.cmd("QUIT").await.text(), "221 2.0.0 Bye\r\n");
+    proxy
+        .wait_for_log_since(mark, "session end", REPLY_WAIT)
+        .await;
+}
+
+#[tokio::test]
+async fn a_reload_changes_session_limits_for_new_connections() {
+    let ca = TestCa::new("reload limits CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("max_sessions", "1")
+        .limit("max_sessions_per_ip", "8");
+    let config = |max: usize, per_ip: usize| {
+        builder
+            .build()
+            .replace("max_sessions = 1\n", &format!("max_sessions = {max}\n"))
+            .replace(
+                "max_sessions_per_ip = 8\n",
+                &format!("max_sessions_per_ip = {per_ip}\n"),
+            )
+    };
+    let reloadable = Reloadable::start(&builder, &config(1, 8)).await;
+    let proxy = &reloadable.proxy;
+    let (first, ok) = greeted(proxy, None).await;
+    assert!(ok);
+    assert!(!greeted(proxy, None).await.1, "max_sessions = 1");
+
+    reloadable.reload(&config(2, 8)).await;
+    let (mut second, ok) = greeted(proxy, None).await;
+    assert!(ok, "max_sessions raised to 2 by the reload");
+    assert!(!greeted(proxy, None).await.1, "max_sessions = 2");
+
+    // Lowered below the two running: they keep running, new connections wait for room.
+    reloadable.reload(&config(1, 8)).await;
+    assert!(
+        !greeted(proxy, Some(OTHER_IP)).await.1,
+        "max_sessions = 1 again"
+    );
+    assert!(second.cmd("NOOP").await.text().starts_with("250 "));
+    quit(proxy, first).await;
+    assert!(!greeted(proxy, None).await.1, "one running, limit 1");
+    quit(proxy, second).await;
+    let (held, ok) = greeted(proxy, None).await;
+    assert!(ok, "room again");
+
+    // The per-address limit follows reloads too.
+    reloadable.reload(&config(10, 1)).await;
+    assert!(!greeted(proxy, None).await.1, "max_sessions_per_ip = 1");
+    assert!(greeted(proxy, Some(OTHER_IP)).await.1);
+    drop(held);
+    assert!(proxy
+        .logs()
+        .contains("session limits changed: new connections get them"));
+
+    // A new listen address cannot be applied by a reload: it says so, and the running
+    // listener stays.
+    let moved = config(10, 8).replace("\"127.0.0.1:0\"", "\"127.0.0.2:0\"");
+    assert_ne!(moved, config(10, 8));
+    let warning = "listen addresses changed: they take effect only after a restart";
+    assert!(
+        !proxy.logs().contains(warning),
+        "no earlier reload moved a listener"
+    );
+    reloadable.reload(&moved).await;
+    assert!(proxy.logs().contains(warning));
+    assert!(greeted(proxy, None).await.1);
     proxy.assert_no_secret(&secrets());
 }
 

@@ -11,6 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpSocket;
 
+use crate::cli::Reloadable;
 use crate::support::ca::TestCa;
 use crate::support::config::{Account, ConfigBuilder};
 use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
