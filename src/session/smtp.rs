@@ -1,23 +1,22 @@
 //! The SMTP transaction relay after login (RFC 5321 §3.3): MAIL (sender rewritten to the
 //! account, as QQ requires), RCPT and DATA go to the upstream and its replies come back
-//! byte for byte. DATA streams through in 64 KiB chunks; the client sees 250 only after
-//! the upstream said 250, and a 4xx whenever the upstream fails mid-message. The upstream
-//! connection is opened lazily (allow-listed clients) and reopened after a drop.
+//! byte for byte. DATA streams through in 64 KiB chunks (the `data` module); the client
+//! sees 250 only after the upstream said 250, the upstream's own 4xx/5xx when it refuses
+//! mid-message, and the proxy's 451 when it fails without one. The upstream connection is
+//! opened lazily (allow-listed clients) and reopened after a drop or a 421.
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::{upstream_login, Outcome, Purpose, Report, Upstream};
 use crate::config::{Account, RewriteSender};
 use crate::net::show;
 use crate::proto::line::{Frame, LineFramer};
 use crate::proto::smtp::command::{self, reply, Command, Extensions};
-use crate::proto::smtp::data::DataScanner;
-use crate::proto::smtp::header;
 use crate::proto::smtp::MAX_ERRORS;
 use crate::proto::Protocol;
 use crate::runtime::Runtime;
@@ -25,6 +24,8 @@ use crate::upstream::smtp::{read_reply, Reply, ReplyError, SmtpUpstream};
 use crate::upstream::UpstreamError;
 
 use super::stream::ClientStream;
+
+mod data;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
@@ -253,157 +254,6 @@ impl Relay<'_> {
             }
         }
         self.upstream_lost().await
-    }
-
-    /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
-    async fn data(&mut self) -> bool {
-        let Some(r) = self.upstream_command(b"DATA\r\n").await else {
-            return self.upstream_lost().await;
-        };
-        if r.code != 354 {
-            return self.send(&r.raw).await;
-        }
-        if !self.send(&r.raw).await {
-            return false;
-        }
-        let rewrite_header =
-            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
-        let mut headers: Option<Vec<u8>> = rewrite_header.then(Vec::new);
-        let mut scanner = DataScanner::new();
-        let mut size = 0usize;
-        let timeout = self.rt.config.limits.command_timeout;
-        loop {
-            if self.buf.is_empty() {
-                self.buf.reserve(DATA_READ);
-                let read = tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await;
-                match read {
-                    Ok(Ok(n)) if n > 0 => self.report.from_client += n as u64,
-                    other => {
-                        // The client left mid-message: drop the upstream without the final
-                        // dot, so it discards the partial message.
-                        self.up = None;
-                        self.report.outcome = if other.is_err() {
-                            Outcome::Timeout
-                        } else {
-                            Outcome::ClientClosed
-                        };
-                        if other.is_err() {
-                            let text = format!(
-                                "421 4.4.2 {} Error: timeout exceeded\r\n",
-                                self.rt.config.hostname
-                            );
-                            self.send(text.as_bytes()).await;
-                        }
-                        return false;
-                    }
-                }
-            }
-            let scan = scanner.feed(&self.buf);
-            if scan.smuggling.is_some() {
-                // Some servers would end the message here and read the rest as
-                // commands: never let them see it.
-                self.up = None;
-            }
-            let n = scan.end.unwrap_or(self.buf.len());
-            let chunk = self.buf.split_to(n);
-            size += n;
-            if !scanner.smuggled() && self.up.is_some() {
-                let ok = match headers.as_mut() {
-                    None => self.forward_upstream(&chunk).await,
-                    Some(h) => {
-                        h.extend_from_slice(&chunk);
-                        match self.take_headers(h, scan.end.is_some()) {
-                            Some(bytes) => {
-                                headers = None;
-                                self.forward_upstream(&bytes).await
-                            }
-                            None => true,
-                        }
-                    }
-                };
-                if !ok {
-                    self.up = None;
-                }
-            }
-            if scan.end.is_some() {
-                break;
-            }
-        }
-        let (sender, recipients) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Rcpt { sender, recipients } => (sender, recipients),
-            _ => (String::new(), 0),
-        };
-        if scanner.smuggled() {
-            warn!(from = %sender, "message refused: ambiguous end-of-data sequence (SMTP smuggling)");
-            return self.send(reply::SMUGGLING.as_bytes()).await;
-        }
-        let data_timeout = self.rt.config.limits.upstream_data_timeout;
-        let verdict = match self.up.as_mut() {
-            None => Err(None),
-            Some(up) => read_reply(&mut up.conn, data_timeout).await.map_err(Some),
-        };
-        match verdict {
-            Ok(r) => {
-                let accepted = r.code == 250;
-                if accepted {
-                    self.report.messages += 1;
-                    self.rt.metrics.message_relayed();
-                }
-                info!(
-                    from = %sender,
-                    recipients,
-                    size,
-                    reply = %show(&r.raw),
-                    "message {}",
-                    if accepted { "relayed" } else { "refused by upstream" }
-                );
-                self.send(&r.raw).await
-            }
-            Err(e) => {
-                self.up = None;
-                let timed_out = matches!(e, Some(ReplyError::Line(crate::net::LineError::Timeout)));
-                warn!(from = %sender, size, error = ?e.map(|e| e.to_string()), "upstream failed during DATA; client told 451");
-                let text = if timed_out {
-                    reply::DATA_TIMEOUT
-                } else {
-                    reply::DATA_LOST
-                };
-                self.send(text.as_bytes()).await
-            }
-        }
-    }
-
-    /// With header rewriting: once the header block is complete (or the message ends, or
-    /// it grows too large), returns the bytes to send.
-    fn take_headers(&self, h: &mut Vec<u8>, message_ended: bool) -> Option<Vec<u8>> {
-        let email = &self.account.email;
-        if let Some(end) = header::header_end(h) {
-            let body = h.split_off(end);
-            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
-            out.extend_from_slice(&body);
-            return Some(out);
-        }
-        if message_ended {
-            // The whole message is header lines; keep the terminating ".\r\n" last.
-            let cut = h.len().saturating_sub(3);
-            let tail = h.split_off(cut);
-            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
-            out.extend_from_slice(&tail);
-            return Some(out);
-        }
-        if h.len() > MAX_HEADER {
-            warn!("header block over {MAX_HEADER} bytes: From left unchanged");
-            return Some(std::mem::take(h));
-        }
-        None
-    }
-
-    async fn forward_upstream(&mut self, bytes: &[u8]) -> bool {
-        let timeout = self.rt.config.limits.upstream_timeout;
-        match self.up.as_mut() {
-            Some(up) => up.conn.send(bytes, timeout).await.is_ok(),
-            None => false,
-        }
     }
 
     /// Opens and logs into the upstream if needed; true when the connection is new.

@@ -1,5 +1,6 @@
 //! Self-tests of the SMTP test fixtures: the fake upstream driven by an independent client
-//! (lettre) and by raw protocol scripts; the config builder and proxy harness in `harness`.
+//! (lettre) and by raw protocol scripts; closes on demand and refusals mid-DATA in
+//! `closing`; the config builder and proxy harness in `harness`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use tokio::net::TcpStream;
 use crate::support::ca::TestCa;
 use crate::support::smtp::*;
 
+mod closing;
 mod harness;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -23,6 +23,7 @@ mod clients;
 mod faults;
 mod negative;
 mod transfer;
+mod upstream_close;
 mod upstream_tls;
 
 /// The local user every test logs in as.

@@ -1,5 +1,6 @@
 //! A fake upstream SMTP server standing in for smtp.qq.com:465: QQ's EHLO, AUTH texts and
-//! sender rule, scripted faults, and a recording of every command, AUTH attempt and message.
+//! sender rule, scripted faults, closes on demand (a 421 to the next command, or to idle
+//! connections), and a recording of every command, AUTH attempt and message.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,6 +32,9 @@ pub const QQ_503_NO_AUTH: &str = "503 Error: need EHLO and AUTH first !";
 pub const TEMP_FAIL_454: &str = "454 4.7.0 Temporary authentication failure";
 /// The rate-limit reply of [`Fault::RateLimitAuth`]; the fake closes the connection after it.
 pub const RATE_LIMIT_421: &str = "421 4.7.0 Connection frequency limited. Please try later";
+/// What the fake says before closing on demand ([`FakeSmtp::close_next`],
+/// [`FakeSmtp::close_idle`]), as a server whose idle timer ran out (RFC 5321 §3.8).
+pub const CLOSING_421: &str = "421 4.4.2 smtp.qq.com Error: timeout exceeded, closing connection";
 /// GBK bytes of "欢迎使用QQ邮箱" (welcome to QQ Mail): not UTF-8.
 pub const GBK_WELCOME: &[u8] = b"\xbb\xb6\xd3\xad\xca\xb9\xd3\xc3QQ\xd3\xca\xcf\xe4";
 /// GBK bytes of "登录失败" (login failed): not UTF-8.
@@ -83,6 +87,28 @@ pub enum Fault {
     },
     /// Reset the connection on QUIT without a 221 (smtp.qq.com has been seen doing so).
     ResetOnQuit,
+    /// Once at least `after_bytes` bytes of DATA have arrived, reply `code text` at once
+    /// (before the end of data, as QQ does for an oversized or refused message), then do
+    /// `then`.
+    RefuseMidData {
+        /// DATA bytes (as received, dot-stuffed) after which the reply is sent.
+        after_bytes: usize,
+        /// The reply code.
+        code: u16,
+        /// The reply text.
+        text: String,
+        /// What follows the reply.
+        then: AfterRefusal,
+    },
+}
+
+/// What [`Fault::RefuseMidData`] does after its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterRefusal {
+    /// Close the connection (with unread data, so the kernel resets it).
+    Close,
+    /// Keep the connection open but never read from it again.
+    Stall,
 }
 
 impl Fault {
@@ -234,6 +260,10 @@ struct Recording {
     auth: Vec<AuthAttempt>,
     commands: Vec<String>,
     connections: usize,
+    /// Set by [`FakeSmtp::close_next`]: this verb, this many more times.
+    close_next: Option<(String, usize)>,
+    /// Connections closed with [`CLOSING_421`].
+    closes_421: usize,
 }
 
 struct Shared {
@@ -241,6 +271,8 @@ struct Shared {
     rec: Mutex<Recording>,
     /// Bumped after every change to `rec`, so waiters need no sleeps.
     changed: watch::Sender<u64>,
+    /// Bumped by [`FakeSmtp::close_idle`]; sessions waiting for a command close on a bump.
+    kick: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -272,6 +304,7 @@ impl FakeSmtp {
             opts,
             rec: Mutex::new(Recording::default()),
             changed: watch::channel(0).0,
+            kick: watch::channel(0).0,
         });
         let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
         FakeSmtp { addr, shared, task }
@@ -315,6 +348,30 @@ impl FakeSmtp {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.lock().connections
+    }
+
+    /// Makes the next `times` commands with this verb (`MAIL`, `RCPT`, ...; on any
+    /// connection) get [`CLOSING_421`] instead of their reply, and close the connection.
+    pub fn close_next(&self, verb: &str, times: usize) {
+        let verb = verb.to_ascii_uppercase();
+        self.shared.record(|r| r.close_next = Some((verb, times)));
+    }
+
+    /// Sends [`CLOSING_421`] to every connection now waiting for a command and closes it,
+    /// as a server's idle timer does; returns once `n` connections were closed so (panics
+    /// after `timeout` otherwise).
+    pub async fn close_idle(&self, n: usize, timeout: Duration) {
+        let before = self.shared.lock().closes_421;
+        self.shared.kick.send_modify(|g| *g += 1);
+        self.wait_until("idle connections closed with 421", timeout, |r| {
+            r.closes_421 >= before + n
+        })
+        .await;
+    }
+
+    /// Connections closed with [`CLOSING_421`] so far.
+    pub fn closes_421(&self) -> usize {
+        self.shared.lock().closes_421
     }
 
     /// Waits until at least `n` messages are recorded; panics with the command log on
@@ -505,6 +562,8 @@ enum Txn {
 /// Per-connection (per TLS layer) state.
 struct Session<'a> {
     shared: &'a Shared,
+    /// The [`Shared::kick`] generation this session has answered.
+    kick_seen: std::sync::atomic::AtomicU64,
     tls: bool,
     helo: bool,
     auth: Option<(String, String)>,

@@ -1,6 +1,8 @@
 //! The fake SMTP server's command loop: one [`Session`] per connection (and a fresh one
 //! after STARTTLS, RFC 3207 §4.2), speaking QQ's replies.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::*;
 
 type Io<S> = BufReader<S>;
@@ -10,6 +12,7 @@ impl<'a> Session<'a> {
     pub(super) fn new(shared: &'a Shared, tls: bool) -> Session<'a> {
         Session {
             shared,
+            kick_seen: AtomicU64::new(*shared.kick.borrow()),
             tls,
             helo: false,
             auth: None,
@@ -29,8 +32,12 @@ impl<'a> Session<'a> {
         if let Fault::SlowReply(delay) = self.opts().fault {
             tokio::time::sleep(delay).await;
         }
-        io.write_all(text).await?;
-        io.write_all(b"\r\n").await?;
+        // One write, so one TLS record and one segment: a reply split in two could lose its
+        // CRLF to Nagle's delay when a close right after it resets the connection.
+        let mut line = Vec::with_capacity(text.len() + 2);
+        line.extend_from_slice(text);
+        line.extend_from_slice(b"\r\n");
+        io.write_all(&line).await?;
         io.flush().await
     }
 
@@ -57,11 +64,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads one command-level line; `None` on EOF or after answering an over-long one.
+    /// Reads one command-level line; `None` on EOF, after answering an over-long one, or
+    /// after closing on a [`FakeSmtp::close_idle`].
     async fn command_line<S: AsyncWrite + AsyncRead + Unpin>(
         &self,
         io: &mut Io<S>,
     ) -> IoResult<Option<String>> {
+        if self.kicked_while_idle(io).await? {
+            self.close_421(io).await?;
+            return Ok(None);
+        }
         match read_line(io, self.opts().max_line).await? {
             Line::Eof => Ok(None),
             Line::TooLong => {
@@ -73,6 +85,49 @@ impl<'a> Session<'a> {
                 self.shared.record(|r| r.commands.push(text.clone()));
                 Ok(Some(text))
             }
+        }
+    }
+
+    /// Waits for the first byte of the next line; true if [`FakeSmtp::close_idle`] came
+    /// first (or came while this session was busy and nothing is waiting to be read).
+    async fn kicked_while_idle<S: AsyncWrite + AsyncRead + Unpin>(
+        &self,
+        io: &mut Io<S>,
+    ) -> IoResult<bool> {
+        let mut kick = self.shared.kick.subscribe();
+        let generation = *kick.borrow_and_update();
+        if generation != self.kick_seen.load(Ordering::Relaxed) && io.buffer().is_empty() {
+            return Ok(true);
+        }
+        tokio::select! {
+            biased;
+            // fill_buf keeps what it read in the BufReader, so losing the race loses nothing.
+            filled = io.fill_buf() => {
+                filled?;
+                // A kick that finds a command arriving is not for this (busy) session.
+                self.kick_seen.store(*kick.borrow(), Ordering::Relaxed);
+                Ok(false)
+            }
+            _ = kick.changed() => Ok(true),
+        }
+    }
+
+    /// Says [`CLOSING_421`]; the caller then closes the connection.
+    async fn close_421<S: AsyncWrite + AsyncRead + Unpin>(&self, io: &mut Io<S>) -> IoResult<()> {
+        self.reply(io, CLOSING_421.as_bytes()).await?;
+        self.shared.record(|r| r.closes_421 += 1);
+        Ok(())
+    }
+
+    /// Takes one [`FakeSmtp::close_next`] for `verb`, if one is pending.
+    fn take_close_next(&self, verb: &str) -> bool {
+        let mut rec = self.shared.lock();
+        match &mut rec.close_next {
+            Some((v, n)) if v == verb && *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
         }
     }
 
@@ -92,6 +147,10 @@ impl<'a> Session<'a> {
                 Some((v, a)) => (v.to_ascii_uppercase(), a.trim().to_owned()),
                 None => (line.to_ascii_uppercase(), String::new()),
             };
+            if self.take_close_next(&verb) {
+                self.close_421(io).await?;
+                return Ok(End::Closed);
+            }
             match verb.as_str() {
                 "EHLO" => {
                     self.helo = true;
@@ -377,10 +436,24 @@ impl<'a> Session<'a> {
             } else {
                 data.extend_from_slice(&line);
             }
-            if let Fault::DropMidData { after_bytes } = self.opts().fault {
-                if data.len() >= after_bytes {
+            match &self.opts().fault {
+                Fault::DropMidData { after_bytes } if data.len() >= *after_bytes => {
                     return Ok(Some(End::Drop));
                 }
+                Fault::RefuseMidData {
+                    after_bytes,
+                    code,
+                    text,
+                    then,
+                } if data.len() >= *after_bytes => {
+                    self.reply(io, format!("{code} {text}").as_bytes()).await?;
+                    if *then == AfterRefusal::Stall {
+                        // Held open, never read: the peer's writes fill the buffers and block.
+                        std::future::pending::<()>().await;
+                    }
+                    return Ok(Some(End::Closed));
+                }
+                _ => {}
             }
         }
         match &self.opts().fault {

@@ -1,0 +1,372 @@
+//! DATA in the SMTP relay (RFC 5321 §4.1.1.4): the message streams to the upstream in
+//! 64 KiB chunks while the relay watches the upstream for an early reply. A server that
+//! refuses mid-message (QQ's `550`, a `552` size limit) usually says so and closes; the
+//! relay then stops forwarding, takes that reply (bounded in size and time), reads the
+//! client's data to its end so the client's session stays in step (§4.1.1.4: the client
+//! sends until `<CRLF>.<CRLF>` whatever happens), and answers with the server's 4xx/5xx byte
+//! for byte. Only without a whole reply does the client get the proxy's own 451, and it
+//! gets 250 only when the upstream said 250 after the end of data.
+
+use std::borrow::Cow;
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tracing::{debug, info, warn};
+
+use super::super::Outcome;
+use super::{Relay, Tx, DATA_READ, MAX_HEADER};
+use crate::config::RewriteSender;
+use crate::net::{show, LineError, LineStream};
+use crate::proto::smtp::command::reply;
+use crate::proto::smtp::data::DataScanner;
+use crate::proto::smtp::header;
+use crate::upstream::smtp::{read_reply, Reply, ReplyError};
+
+/// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
+const SALVAGE_MAX: usize = 8 * 1024;
+/// How long the rest of such a reply may take once its first bytes (or the close) arrived.
+const SALVAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// Why forwarding stopped before the end of data.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Interrupt {
+    /// The upstream sent bytes before the end of data: an early reply (§4.1.1.4 gives the
+    /// server no reply before `<CRLF>.<CRLF>`, so one that comes is a refusal).
+    #[error("the upstream replied before the end of data")]
+    Spoke,
+    /// The upstream closed its side.
+    #[error("the upstream closed the connection")]
+    Closed,
+    /// A read or write failed (reset, broken pipe, TLS error).
+    #[error("{0}")]
+    Failed(io::Error),
+    /// A write did not finish within the upstream timeout.
+    #[error("a write to the upstream timed out")]
+    TimedOut,
+}
+
+impl Relay<'_> {
+    /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
+    pub(super) async fn data(&mut self) -> bool {
+        let Some(r) = self.upstream_command(b"DATA\r\n").await else {
+            return self.upstream_lost().await;
+        };
+        if r.code != 354 {
+            return self.send(&r.raw).await;
+        }
+        if !self.send(&r.raw).await {
+            return false;
+        }
+        let rewrite_header =
+            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
+        let mut headers: Option<Vec<u8>> = rewrite_header.then(Vec::new);
+        let mut scanner = DataScanner::new();
+        let mut size = 0usize;
+        // Set when the upstream interrupted the message, with the reply it sent if whole.
+        let mut interrupted: Option<(Interrupt, Option<Reply>)> = None;
+        let timeout = self.rt.config.limits.command_timeout;
+        loop {
+            if self.buf.is_empty() {
+                self.buf.reserve(DATA_READ);
+                let read = tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await;
+                match read {
+                    Ok(Ok(n)) if n > 0 => self.report.from_client += n as u64,
+                    other => {
+                        // The client left mid-message: drop the upstream without the final
+                        // dot, so it discards the partial message.
+                        self.up = None;
+                        self.report.outcome = if other.is_err() {
+                            Outcome::Timeout
+                        } else {
+                            Outcome::ClientClosed
+                        };
+                        if other.is_err() {
+                            let text = format!(
+                                "421 4.4.2 {} Error: timeout exceeded\r\n",
+                                self.rt.config.hostname
+                            );
+                            self.send(text.as_bytes()).await;
+                        }
+                        return false;
+                    }
+                }
+            }
+            let scan = scanner.feed(&self.buf);
+            if scan.smuggling.is_some() {
+                // Some servers would end the message here and read the rest as
+                // commands: never let them see it.
+                self.up = None;
+            }
+            let n = scan.end.unwrap_or(self.buf.len());
+            let chunk = self.buf.split_to(n);
+            size += n;
+            // After an interruption `up` is gone: the rest of the message is read and
+            // dropped, so the client's next command is read as one.
+            if !scanner.smuggled() && self.up.is_some() {
+                let out: Option<Cow<'_, [u8]>> = match headers.as_mut() {
+                    None => Some(Cow::Borrowed(&chunk)),
+                    Some(h) => {
+                        h.extend_from_slice(&chunk);
+                        let ready = self.take_headers(h, scan.end.is_some());
+                        if ready.is_some() {
+                            headers = None;
+                        }
+                        ready.map(Cow::Owned)
+                    }
+                };
+                if let Some(bytes) = out {
+                    if let Err(why) = self.forward_upstream(&bytes).await {
+                        let salvaged = self.salvage().await;
+                        interrupted = Some((why, salvaged));
+                    }
+                }
+            }
+            if scan.end.is_some() {
+                break;
+            }
+        }
+        let (sender, recipients) = match std::mem::replace(&mut self.tx, Tx::Idle) {
+            Tx::Rcpt { sender, recipients } => (sender, recipients),
+            _ => (String::new(), 0),
+        };
+        if scanner.smuggled() {
+            warn!(from = %sender, "message refused: ambiguous end-of-data sequence (SMTP smuggling)");
+            return self.send(reply::SMUGGLING.as_bytes()).await;
+        }
+        if let Some((why, salvaged)) = interrupted {
+            return match salvaged {
+                Some(r) => {
+                    info!(
+                        from = %sender,
+                        recipients,
+                        size,
+                        reason = %why,
+                        reply = %show(&r.raw),
+                        "message refused by upstream during DATA"
+                    );
+                    self.send(&r.raw).await
+                }
+                None => {
+                    warn!(from = %sender, size, error = %why, "upstream failed during DATA; client told 451");
+                    self.send(reply::DATA_LOST.as_bytes()).await
+                }
+            };
+        }
+        let data_timeout = self.rt.config.limits.upstream_data_timeout;
+        let verdict = match self.up.as_mut() {
+            None => Err(None),
+            Some(up) => read_reply(&mut up.conn, data_timeout).await.map_err(Some),
+        };
+        match verdict {
+            Ok(r) => {
+                let accepted = r.code == 250;
+                if accepted {
+                    self.report.messages += 1;
+                    self.rt.metrics.message_relayed();
+                }
+                info!(
+                    from = %sender,
+                    recipients,
+                    size,
+                    reply = %show(&r.raw),
+                    "message {}",
+                    if accepted { "relayed" } else { "refused by upstream" }
+                );
+                self.send(&r.raw).await
+            }
+            Err(e) => {
+                self.up = None;
+                let timed_out = matches!(e, Some(ReplyError::Line(LineError::Timeout)));
+                warn!(from = %sender, size, error = ?e.map(|e| e.to_string()), "upstream failed during DATA; client told 451");
+                let text = if timed_out {
+                    reply::DATA_TIMEOUT
+                } else {
+                    reply::DATA_LOST
+                };
+                self.send(text.as_bytes()).await
+            }
+        }
+    }
+
+    /// With header rewriting: once the header block is complete (or the message ends, or
+    /// it grows too large), returns the bytes to send.
+    fn take_headers(&self, h: &mut Vec<u8>, message_ended: bool) -> Option<Vec<u8>> {
+        let email = &self.account.email;
+        if let Some(end) = header::header_end(h) {
+            let body = h.split_off(end);
+            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
+            out.extend_from_slice(&body);
+            return Some(out);
+        }
+        if message_ended {
+            // The whole message is header lines; keep the terminating ".\r\n" last.
+            let cut = h.len().saturating_sub(3);
+            let tail = h.split_off(cut);
+            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
+            out.extend_from_slice(&tail);
+            return Some(out);
+        }
+        if h.len() > MAX_HEADER {
+            warn!("header block over {MAX_HEADER} bytes: From left unchanged");
+            return Some(std::mem::take(h));
+        }
+        None
+    }
+
+    async fn forward_upstream(&mut self, bytes: &[u8]) -> Result<(), Interrupt> {
+        let timeout = self.rt.config.limits.upstream_timeout;
+        match self.up.as_mut() {
+            Some(up) => send_watching(&mut up.conn, bytes, timeout).await,
+            None => Err(Interrupt::Closed),
+        }
+    }
+
+    /// After the upstream interrupted DATA: the whole 4xx/5xx reply it already sent, if
+    /// any. The connection is retired either way: its state is unknown, and a server that
+    /// replied early may read the rest of the message as commands.
+    async fn salvage(&mut self) -> Option<Reply> {
+        let mut up = self.up.take()?;
+        let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
+        debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
+        got.filter(|r| (400..600).contains(&r.code))
+    }
+}
+
+/// Writes and flushes `bytes` within `timeout`, but stops as soon as the upstream sends
+/// anything or closes: a server that refused mid-message may never read again, and waiting
+/// for the write would only end in a timeout. Bytes that arrived stay in `conn`'s buffer.
+async fn send_watching<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut LineStream<S>,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), Interrupt> {
+    if !conn.buffer().is_empty() {
+        return Err(Interrupt::Spoke);
+    }
+    let mut early = [0u8; 1024];
+    let mut got = 0;
+    let mut written = 0;
+    let io = conn.get_mut();
+    // One future polls both directions of the one stream: the read first, so a reply
+    // that is already there wins over a write error (a reset after the server's close).
+    let watched = poll_fn(|cx| {
+        let mut rb = ReadBuf::new(&mut early);
+        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
+                return Poll::Ready(Err(Interrupt::Closed))
+            }
+            Poll::Ready(Ok(())) => {
+                got = rb.filled().len();
+                return Poll::Ready(Err(Interrupt::Spoke));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Failed(e))),
+            Poll::Pending => {}
+        }
+        while written < bytes.len() {
+            match Pin::new(&mut *io).poll_write(cx, &bytes[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(Interrupt::Failed(io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Failed(e))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Pin::new(&mut *io).poll_flush(cx).map_err(Interrupt::Failed)
+    });
+    let result = tokio::time::timeout(timeout, watched)
+        .await
+        .unwrap_or(Err(Interrupt::TimedOut));
+    conn.buffer().extend_from_slice(&early[..got]);
+    result
+}
+
+/// Reads what the upstream already sent (at most [`SALVAGE_MAX`] bytes, for at most
+/// `wait`) and returns it if it is one whole reply; `None` for a partial, malformed or
+/// missing one.
+async fn salvage_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut LineStream<S>,
+    wait: Duration,
+) -> Option<Reply> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match parse_reply(conn.buffer()) {
+            Parsed::Complete(r) => return Some(r),
+            Parsed::Malformed => return None,
+            Parsed::Partial if conn.buffer().len() >= SALVAGE_MAX => return None,
+            Parsed::Partial => {}
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || conn.fill(left).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// What the start of a buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// One whole reply (every line, line endings included).
+    Complete(Reply),
+    /// The start of a reply.
+    Partial,
+    /// Not an SMTP reply (RFC 5321 §4.2: a three-digit code, 2 to 5 first, the same on
+    /// every line, then a space or `-` or the line end).
+    Malformed,
+}
+
+fn parse_reply(buf: &[u8]) -> Parsed {
+    let mut code = None;
+    let mut start = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
+        let line = &buf[start..start + i + 1];
+        start += i + 1;
+        let Some(this) = reply_code(line) else {
+            return Parsed::Malformed;
+        };
+        if *code.get_or_insert(this) != this {
+            return Parsed::Malformed;
+        }
+        if line[3] != b'-' {
+            return Parsed::Complete(Reply {
+                code: this,
+                raw: buf[..start].to_vec(),
+            });
+        }
+    }
+    // An unfinished line must at least start like a reply.
+    let rest = &buf[start..];
+    let digits_ok = rest.iter().take(3).enumerate().all(|(i, b)| {
+        if i == 0 {
+            (b'2'..=b'5').contains(b)
+        } else {
+            b.is_ascii_digit()
+        }
+    });
+    if digits_ok {
+        Parsed::Partial
+    } else {
+        Parsed::Malformed
+    }
+}
+
+/// The code of a reply line that ends in LF, if it is one.
+fn reply_code(line: &[u8]) -> Option<u16> {
+    let d = line.get(..4)?;
+    let ok = (b'2'..=b'5').contains(&d[0])
+        && d[1].is_ascii_digit()
+        && d[2].is_ascii_digit()
+        && matches!(d[3], b' ' | b'-' | b'\r' | b'\n');
+    ok.then(|| {
+        d[..3]
+            .iter()
+            .fold(0u16, |n, b| n * 10 + u16::from(b - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests;
