@@ -135,7 +135,7 @@ pub async fn upstream_login(
 
 /// [`upstream_login`] for a session: the caller holds the [`Refill`] while the session
 /// runs, so that the next spare's handshake does not compete with this session.
-async fn login_upstream(
+pub(super) async fn login_upstream(
     rt: &Runtime,
     protocol: Protocol,
     account: &Account,

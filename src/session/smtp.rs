@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{upstream_login, Outcome, Purpose, Report, Upstream};
+use super::{login_upstream, Outcome, Purpose, Report, Upstream};
 use crate::config::{Account, RewriteSender};
 use crate::net::show;
 use crate::proto::line::{Frame, LineFramer};
@@ -20,6 +20,7 @@ use crate::proto::smtp::command::{self, reply, Command, Extensions};
 use crate::proto::smtp::MAX_ERRORS;
 use crate::proto::Protocol;
 use crate::runtime::Runtime;
+use crate::upstream::pool::Refill;
 use crate::upstream::smtp::{read_reply, Reply, ReplyError, SmtpUpstream};
 use crate::upstream::UpstreamError;
 
@@ -61,6 +62,8 @@ struct Relay<'a> {
     errors: u32,
     /// Upstream logins made by this relay (reconnects).
     up_logins: u32,
+    /// The warm spare's refill started by this relay's first login, held until it ends.
+    _refill: Refill,
     report: &'a mut Report,
     shutdown: &'a CancellationToken,
 }
@@ -85,6 +88,7 @@ pub async fn relay(
         tx: Tx::Idle,
         errors: 0,
         up_logins: 0,
+        _refill: Refill::none(),
         report,
         shutdown,
     };
@@ -268,9 +272,12 @@ impl Relay<'_> {
             Purpose::ClientLogin
         };
         self.up_logins += 1;
-        match upstream_login(self.rt, Protocol::Smtp, &self.account, purpose).await? {
-            Upstream::Smtp(s) => {
+        match login_upstream(self.rt, Protocol::Smtp, &self.account, purpose).await? {
+            (Upstream::Smtp(s), refill) => {
                 self.up = Some(s);
+                // An allow-listed device's first MAIL is its login: hold the warm
+                // spare's refill while the relay runs, as the login phase does.
+                self._refill = refill;
                 Ok(true)
             }
             _ => Err(UpstreamError::NotConfigured("smtp")),

@@ -6,10 +6,12 @@
 //! now and then opens no extra connections (QQ rate-limits connection frequency).
 //!
 //! The refill is background work for the *next* login, so it must not slow down the one
-//! that triggered it: it waits until that session has ended, or has been logged in for
+//! that triggered it: it starts only once that login has succeeded (a failed login makes
+//! no spare), and then waits until the session has ended or has been logged in for
 //! [`SETTLE`], whichever comes first ([`Refill`]). Measured on a 2-core loopback set-up
 //! (bench/), a refill's TLS handshake running beside the session it followed cost that
-//! session 0.3 ms of its 1.2 ms; deferred, the proxied login took 0.7× a direct TLS login.
+//! session 0.3 ms of its 1.2 ms; deferred, the proxied login took 0.7-0.8× a direct TLS
+//! login.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,33 +30,30 @@ use crate::providers::ServerAddr;
 pub type Key = (String, Protocol);
 
 /// How long a refill waits for the session it follows before starting anyway: long
-/// enough for a login reply and a client's first commands, short against the tens of
-/// milliseconds a provider's TCP and TLS handshakes take.
+/// enough for a login reply and a client's first commands on a local network, short
+/// against the tens of milliseconds a provider's TCP and TLS handshakes take.
 pub const SETTLE: Duration = Duration::from_millis(20);
 
 /// The pending refill of a warm spare, held by the session whose login triggered it.
-/// Dropping it (the session ended) starts the refill at once; [`Refill::cancel`] gives it
-/// up; otherwise it starts after [`SETTLE`].
+/// Dropping it (the session ended) starts the refill at once; otherwise it starts
+/// [`SETTLE`] after the login.
 #[derive(Debug, Default)]
-pub struct Refill(Option<oneshot::Sender<bool>>);
+pub struct Refill {
+    /// Never sent on: its drop is the signal.
+    _on_drop: Option<oneshot::Sender<()>>,
+}
 
 impl Refill {
     /// No refill pending.
     pub fn none() -> Refill {
-        Refill(None)
-    }
-
-    /// Gives up the refill (the login failed: a spare would be wasted).
-    pub fn cancel(mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(false);
-        }
+        Refill::default()
     }
 }
 
 #[derive(Default)]
 struct Slot {
     spare: Option<(LineStream<UpstreamStream>, Instant)>,
+    /// A [`Reservation`] exists: one spare is being made (or is about to be).
     filling: bool,
     last_login: Option<Instant>,
     generation: u64,
@@ -66,67 +65,39 @@ pub struct Pool {
     max_age: Duration,
 }
 
-impl Pool {
-    /// A pool whose spares live at most `max_age`; zero disables it.
-    pub fn new(max_age: Duration) -> Arc<Pool> {
-        Arc::new(Pool {
-            slots: Mutex::new(HashMap::new()),
-            max_age,
-        })
+/// The right to make the next spare for a key (its slot's `filling`), taken when a login
+/// in a burst takes what spare there is. Dropped unused (the login failed, or its task was
+/// cancelled), it gives the right back, so a later login can refill.
+struct Reservation {
+    pool: Arc<Pool>,
+    key: Key,
+    held: bool,
+}
+
+impl Reservation {
+    /// Gives the right back while the caller holds the lock on the slots.
+    fn release(&mut self, slot: &mut Slot) {
+        slot.filling = false;
+        self.held = false;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes a fresh spare if there is one, and says whether a new spare should be made
-    /// (a second login within `max_age`).
-    fn take(&self, key: &Key) -> (Option<LineStream<UpstreamStream>>, bool) {
-        if self.max_age.is_zero() {
-            return (None, false);
-        }
-        let now = Instant::now();
-        let mut slots = self.lock();
-        let slot = slots.entry(key.clone()).or_default();
-        let spare = slot
-            .spare
-            .take()
-            .filter(|(_, since)| now.duration_since(*since) < self.max_age)
-            .map(|(conn, _)| conn);
-        let burst = slot
-            .last_login
-            .is_some_and(|t| now.duration_since(t) < self.max_age);
-        slot.last_login = Some(now);
-        let refill = burst && !slot.filling;
-        if refill {
-            slot.filling = true;
-        }
-        (spare, refill)
-    }
-
-    /// Starts a refill that waits for the returned [`Refill`] (or [`SETTLE`]).
-    fn spawn_refill<D: Dialect + 'static>(
-        self: &Arc<Self>,
-        key: Key,
+    /// Makes the spare in the background once `wait_turn` allows it; returns the handle
+    /// the session holds meanwhile.
+    fn spawn<D: Dialect + 'static>(
+        mut self,
         server: ServerAddr,
         tls: Arc<rustls::ClientConfig>,
         ctx: Ctx,
     ) -> Refill {
         let (tx, rx) = oneshot::channel();
-        let pool = self.clone();
         tokio::spawn(async move {
-            if !wait_turn(rx, SETTLE).await {
-                let mut slots = pool.lock();
-                if let Some(slot) = slots.get_mut(&key) {
-                    slot.filling = false;
-                }
-                return;
-            }
+            wait_turn(rx, SETTLE).await;
             let made = connect::<D>(&server, tls, &ctx).await;
+            let pool = self.pool.clone();
             let generation = {
                 let mut slots = pool.lock();
-                let slot = slots.entry(key.clone()).or_default();
-                slot.filling = false;
+                let slot = slots.entry(self.key.clone()).or_default();
+                self.release(slot);
                 match made {
                     Ok(conn) => {
                         tracing::debug!(upstream = %ctx.server, "warm upstream spare ready");
@@ -143,23 +114,79 @@ impl Pool {
             // Close an unused spare when it gets old rather than leave it to the server.
             tokio::time::sleep(pool.max_age).await;
             let mut slots = pool.lock();
-            if let Some(slot) = slots.get_mut(&key) {
+            if let Some(slot) = slots.get_mut(&self.key) {
                 if slot.generation == generation {
                     slot.spare = None;
                 }
             }
         });
-        Refill(Some(tx))
+        Refill { _on_drop: Some(tx) }
     }
 }
 
-/// Waits until the refill may start: true when the session let go of its [`Refill`] (or
-/// `settle` passed), false when it cancelled it.
-async fn wait_turn(rx: oneshot::Receiver<bool>, settle: Duration) -> bool {
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.held {
+            if let Some(slot) = self.pool.lock().get_mut(&self.key) {
+                slot.filling = false;
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// A pool whose spares live at most `max_age`; zero disables it.
+    pub fn new(max_age: Duration) -> Arc<Pool> {
+        Arc::new(Pool {
+            slots: Mutex::new(HashMap::new()),
+            max_age,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a fresh spare if there is one, and the right to make the next spare when
+    /// this login follows another within `max_age` and no spare is being made.
+    fn take(
+        self: &Arc<Self>,
+        key: &Key,
+    ) -> (Option<LineStream<UpstreamStream>>, Option<Reservation>) {
+        if self.max_age.is_zero() {
+            return (None, None);
+        }
+        let now = Instant::now();
+        let mut slots = self.lock();
+        let slot = slots.entry(key.clone()).or_default();
+        let spare = slot
+            .spare
+            .take()
+            .filter(|(_, since)| now.duration_since(*since) < self.max_age)
+            .map(|(conn, _)| conn);
+        let burst = slot
+            .last_login
+            .is_some_and(|t| now.duration_since(t) < self.max_age);
+        slot.last_login = Some(now);
+        let reservation = (burst && !slot.filling).then(|| {
+            slot.filling = true;
+            Reservation {
+                pool: self.clone(),
+                key: key.clone(),
+                held: true,
+            }
+        });
+        (spare, reservation)
+    }
+}
+
+/// Waits until the refill may start: the session let go of its [`Refill`], or `settle`
+/// passed.
+async fn wait_turn(rx: oneshot::Receiver<()>, settle: Duration) {
     tokio::select! {
-        // A dropped sender (the session is over) counts as "go".
-        r = rx => r.unwrap_or(true),
-        _ = tokio::time::sleep(settle) => true,
+        // The sender is never used: only its drop (the session is over) is news.
+        _ = rx => {}
+        _ = tokio::time::sleep(settle) => {}
     }
 }
 
@@ -179,15 +206,11 @@ where
     F: Fn(LineStream<UpstreamStream>) -> Fut,
     Fut: Future<Output = Result<T, UpstreamError>>,
 {
-    let (spare, refill) = match pool {
+    let (spare, reservation) = match pool {
         Some(p) => p.take(&key),
-        None => (None, false),
+        None => (None, None),
     };
-    let refill = match (pool, refill) {
-        (Some(p), true) => p.spawn_refill::<D>(key, server.clone(), tls.clone(), ctx.clone()),
-        _ => Refill::none(),
-    };
-    let result = async {
+    let up = async {
         if let Some(conn) = spare {
             match login(conn).await {
                 // The verdict on the code stands; anything else (closed, BYE/421 from an
@@ -201,58 +224,57 @@ where
                 ok => return ok,
             }
         }
-        login(connect::<D>(server, tls, ctx).await?).await
+        login(connect::<D>(server, tls.clone(), ctx).await?).await
     }
-    .await;
-    match result {
-        Ok(up) => Ok((up, refill)),
-        Err(e) => {
-            refill.cancel();
-            Err(e)
-        }
-    }
+    .await?;
+    // Only now: a login that failed (or the provider's rate limit) must not open another
+    // connection, and the handshake must not compete with the login it follows.
+    let refill = match reservation {
+        Some(r) => r.spawn::<D>(server.clone(), tls, ctx.clone()),
+        None => Refill::none(),
+    };
+    Ok((up, refill))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// How the refill's turn comes, under paused time: (what the session does, whether
-    /// the refill goes, how long it waited).
+    /// How long the refill waits, under paused time, for what the session does.
     #[tokio::test(start_paused = true)]
     async fn the_refill_waits_for_its_session() {
-        type Act = fn(oneshot::Sender<bool>);
-        let table: [(&str, Act, bool, Duration); 3] = [
-            ("session ended", drop, true, Duration::ZERO),
-            (
-                "login failed",
-                |tx| {
-                    let _ = tx.send(false);
-                },
-                false,
-                Duration::ZERO,
-            ),
-            ("session still running", std::mem::forget, true, SETTLE),
+        type Act = fn(oneshot::Sender<()>);
+        let table: [(&str, Act, Duration); 2] = [
+            ("session ended", drop, Duration::ZERO),
+            ("session still running", std::mem::forget, SETTLE),
         ];
-        for (what, act, go, waited) in table {
+        for (what, act, waited) in table {
             let (tx, rx) = oneshot::channel();
             let t0 = Instant::now();
             act(tx);
-            assert_eq!(wait_turn(rx, SETTLE).await, go, "{what}");
+            wait_turn(rx, SETTLE).await;
             assert_eq!(t0.elapsed(), waited, "{what}");
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_refill_handle_starts_or_cancels() {
-        let (tx, rx) = oneshot::channel();
-        Refill(Some(tx)).cancel();
-        assert!(!wait_turn(rx, SETTLE).await);
-        let (tx, rx) = oneshot::channel();
-        drop(Refill(Some(tx)));
-        let t0 = Instant::now();
-        assert!(wait_turn(rx, SETTLE).await);
-        assert_eq!(t0.elapsed(), Duration::ZERO);
-        Refill::none().cancel();
+    #[tokio::test]
+    async fn one_reservation_at_a_time_given_back_when_unused() {
+        let pool = Pool::new(Duration::from_secs(20));
+        let key: Key = ("main".into(), Protocol::Imap);
+        // The first login is not a burst.
+        assert!(pool.take(&key).1.is_none());
+        let first = pool.take(&key).1;
+        assert!(
+            first.is_some(),
+            "a second login within max_age reserves the refill"
+        );
+        assert!(pool.take(&key).1.is_none(), "only one refill at a time");
+        // The login that reserved it failed: the right goes back.
+        drop(first);
+        assert!(pool.take(&key).1.is_some());
+        // A disabled pool reserves nothing.
+        let off = Pool::new(Duration::ZERO);
+        off.take(&key);
+        assert!(off.take(&key).1.is_none());
     }
 }

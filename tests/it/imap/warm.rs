@@ -4,7 +4,7 @@
 //! The next spare is made only once the session that triggered it has ended or has been
 //! logged in for a while, so its handshake does not slow that session down.
 
-use super::{Gateway, T};
+use super::{Gateway, PASSWORD, T, USER};
 
 async fn login_and_logout(gw: &Gateway) {
     let mut c = gw.logged_in().await;
@@ -43,20 +43,38 @@ async fn the_next_spare_waits_while_the_session_that_took_a_spare_runs() {
     login_and_logout(&gw).await;
     gw.proxy.wait_for_log(READY, T).await;
     // The third login takes that spare (the third connection) and triggers the next
-    // refill. Its session stays open, so the refill may start only SETTLE after the spare
-    // was taken, which was just before the login on it reached the fake.
-    let mark = gw.proxy.events().len();
+    // refill. Its session stays open, so the refill may start only SETTLE after that
+    // login succeeded, which was after the login reached the fake.
+    let mark = gw.proxy.log_mark();
     let held = gw.logged_in().await;
     gw.proxy.wait_for_log_since(mark, READY, T).await;
     let log = gw.fake.snapshot();
     assert_eq!((log.logins.len(), log.connections), (3, 4), "{log:?}");
     let waited = log.connected_at[3].saturating_duration_since(log.login_at[2]);
     assert!(
-        waited >= SETTLE / 2,
+        waited >= SETTLE,
         "the next spare's connection came {waited:?} after the login it follows \
          (session still open)"
     );
     drop(held);
+    gw.assert_clean();
+}
+
+#[tokio::test]
+async fn a_rejected_login_makes_no_spare() {
+    // The provider refuses the stored code: a burst of failing logins must not open
+    // further connections (QQ counts connection frequency).
+    let gw = Gateway::start(|o| o.code("not-the-stored-code"), |b| b).await;
+    for n in 1..=3 {
+        let mut c = gw.raw().await;
+        c.send(format!("a LOGIN {USER} {PASSWORD}\r\n").as_bytes())
+            .await;
+        let reply = c.tagged("a").await;
+        assert!(reply.starts_with("a NO "), "{reply}");
+        let logins = gw.fake.wait_logins(n, T).await;
+        assert!(logins.iter().all(|l| !l.accepted));
+        assert_eq!(gw.fake.connections(), n, "login {n}");
+    }
     gw.assert_clean();
 }
 
