@@ -183,7 +183,7 @@ impl Relay<'_> {
                                     Tx::Idle => Tx::Idle,
                                 };
                             }
-                            self.send(&r.raw).await
+                            self.pass_on(&r).await
                         }
                         None => self.upstream_lost().await,
                     }
@@ -251,7 +251,7 @@ impl Relay<'_> {
                     if r.is_positive() {
                         self.tx = Tx::Mail { sender: show(path) };
                     }
-                    return self.send(&r.raw).await;
+                    return self.pass_on(&r).await;
                 }
                 None if !fresh && attempt == 0 => continue,
                 None => break,
@@ -363,6 +363,13 @@ impl Relay<'_> {
             return false;
         }
         self.send(text.as_bytes()).await
+    }
+
+    /// Passes an upstream reply on, byte for byte; false (end the session) after a 421,
+    /// which announces that the channel is being closed (RFC 5321 §3.8): the client must
+    /// not be left talking to a session whose upstream has gone.
+    async fn pass_on(&mut self, r: &Reply) -> bool {
+        self.send(&r.raw).await && r.code != 421
     }
 
     async fn send(&mut self, bytes: &[u8]) -> bool {

@@ -56,7 +56,7 @@ impl Relay<'_> {
             return self.upstream_lost().await;
         };
         if r.code != 354 {
-            return self.send(&r.raw).await;
+            return self.pass_on(&r).await;
         }
         if !self.send(&r.raw).await {
             return false;
@@ -148,7 +148,7 @@ impl Relay<'_> {
                         reply = %show(&r.raw),
                         "message refused by upstream during DATA"
                     );
-                    self.send(&r.raw).await
+                    self.pass_on(&r).await
                 }
                 None => {
                     warn!(from = %sender, size, error = %why, "upstream failed during DATA; client told 451");
@@ -176,7 +176,7 @@ impl Relay<'_> {
                     "message {}",
                     if accepted { "relayed" } else { "refused by upstream" }
                 );
-                self.send(&r.raw).await
+                self.pass_on(&r).await
             }
             Err(e) => {
                 self.up = None;

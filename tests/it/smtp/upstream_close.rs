@@ -1,6 +1,6 @@
 //! The upstream ending a connection under the relay: a 421 to a kept-open connection
 //! between messages (a fresh login, both messages sent), a 421 from a fresh connection
-//! (passed on, no reconnect loop), and a refusal in the middle of DATA, which must reach
+//! (passed on, then the client session closed as RFC 5321 §3.8 says; no reconnect loop), and a refusal in the middle of DATA, which must reach
 //! the client as the upstream's own 5xx, after the rest of the message was read, and never
 //! as a 250 or the proxy's generic 451.
 
@@ -72,6 +72,8 @@ async fn upstream_421_on_a_fresh_connection_reaches_the_client_without_a_loop() 
             format!("{CLOSING_421}\r\n"),
             "allow-listed {allow_listed}"
         );
+        // 421 closes the channel (RFC 5321 §3.8): the proxy ends the client session too.
+        assert_eq!(c.eof().await, b"", "allow-listed {allow_listed}");
         assert_eq!(gw.fake.closes_421(), armed);
         assert_eq!(gw.fake.connections(), connections, "no reconnect loop");
         gw.assert_upstream_auth(connections);
