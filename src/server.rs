@@ -266,21 +266,22 @@ async fn accept_loop(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, proto = protocol.name(), client = %peer);
         let token = shutdown.child_token();
+        // The session frees its slot itself, before it logs its end: whoever sees that
+        // line (a test, an operator) may connect again at once.
         tracker.spawn(
             async move {
                 let policy = session::policy(&rt, protocol, peer);
                 match protocol {
                     Protocol::Smtp => {
-                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token).await;
+                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token, slot).await;
                     }
                     Protocol::Imap => {
-                        session::run(rt, tcp, peer, ImapLogin::new(policy), token).await;
+                        session::run(rt, tcp, peer, ImapLogin::new(policy), token, slot).await;
                     }
                     Protocol::Pop3 => {
-                        session::run(rt, tcp, peer, Pop3Login::new(policy), token).await;
+                        session::run(rt, tcp, peer, Pop3Login::new(policy), token, slot).await;
                     }
                 }
-                drop(slot);
             }
             .instrument(span),
         );
