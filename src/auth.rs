@@ -1,12 +1,13 @@
 //! Local authentication: argon2 verification of local users, a short-lived cache of
-//! successful checks, and per-address throttling and lockout against guessing.
+//! successful checks, and per-host throttling and lockout against guessing.
 //!
 //! Argon2 is deliberately slow (tens of milliseconds), so a successful check is
 //! remembered for `auth_cache_ttl` under a keyed BLAKE2b hash of user and password (the
 //! cache never holds a password, and its key is random per process), as Dovecot's auth
-//! cache does. Failed checks are never cached. The failure table ([`FailureTable`],
-//! `failures.rs`) is the one piece that outlives a reload; users, hashes and the cache
-//! always follow the configuration in force.
+//! cache does. Failed checks are never cached; the same hash, truncated, is what the
+//! failure table ([`FailureTable`], `failures.rs`) tells repeated attempts apart by. That
+//! table, with its key, is the one piece that outlives a reload; users, hashes and the
+//! cache always follow the configuration in force.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,7 +27,9 @@ use crate::secrets::Secret;
 mod failures;
 
 pub use failures::FailureTable;
-use failures::Policy;
+use failures::{Admit, Fingerprint, Policy, Ticket};
+
+use crate::host::Host;
 
 /// The result of a local login attempt.
 #[derive(Debug, Clone)]
@@ -35,7 +38,7 @@ pub enum Verdict {
     Accepted(Arc<Account>),
     /// Unknown user or wrong password.
     Rejected,
-    /// The client's address is locked out after too many failures.
+    /// The client's host is locked out after too many distinct failures.
     LockedOut,
 }
 
@@ -55,9 +58,9 @@ struct LocalUser {
 pub struct Authenticator {
     users: HashMap<String, LocalUser>,
     dummy_hash: String,
-    cache_key: [u8; 32],
     cache: Mutex<HashMap<[u8; 64], Instant>>,
-    /// Shared with the authenticators before and after a reload.
+    /// Shared with the authenticators before and after a reload; holds the key of the
+    /// hash of user and password, so that fingerprints stay the same across reloads.
     failures: Arc<FailureTable>,
     ttl: Duration,
     policy: Policy,
@@ -71,8 +74,6 @@ impl Authenticator {
     /// the running authenticator's table on a reload (so that no failure or lockout is
     /// forgiven), a new one at start.
     pub fn new(config: &Config, users: &[User], failures: Arc<FailureTable>) -> Authenticator {
-        let mut cache_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut cache_key);
         let table = users
             .iter()
             .map(|u| {
@@ -85,12 +86,11 @@ impl Authenticator {
                 )
             })
             .collect();
-        Self::with_limits(table, cache_key, &config.limits, failures)
+        Self::with_limits(table, &config.limits, failures)
     }
 
     fn with_limits(
         users: HashMap<String, LocalUser>,
-        cache_key: [u8; 32],
         limits: &Limits,
         failures: Arc<FailureTable>,
     ) -> Authenticator {
@@ -102,7 +102,6 @@ impl Authenticator {
         Authenticator {
             users,
             dummy_hash,
-            cache_key,
             cache: Mutex::new(HashMap::new()),
             failures,
             ttl: limits.auth_cache_ttl,
@@ -127,28 +126,36 @@ impl Authenticator {
     }
 
     /// Verifies `creds` from `ip`. A failure is answered only after a delay that grows
-    /// with the address's recent failures (for any user); past `lockout_failures` the
-    /// address is locked out for `lockout_duration` (logged once per lockout). A success
-    /// forgives that user's failures from that address only.
+    /// with the distinct failed attempts (user name and password) from the client's
+    /// [`Host`] in the current window, whatever user they were for; a repeat of an attempt
+    /// that already failed counts once. At `lockout_failures` the host is locked out for
+    /// `lockout_duration` (logged once per lockout). A success forgives nothing.
     pub async fn verify(&self, ip: IpAddr, creds: &Credentials) -> Verdict {
-        if self.locked(ip) {
+        let host = Host::of(ip);
+        if self.locked(host) {
             return Verdict::LockedOut;
         }
         let key = self.cache_key(creds);
-        if let Some(user) = self.users.get(&creds.user) {
+        let user = self.users.get(&creds.user);
+        if let Some(user) = user {
             if self.cached(&key) {
-                return self.accept(ip, &creds.user, user.account.clone());
+                return Verdict::Accepted(user.account.clone());
             }
         }
-        let (hash, account) = match self.users.get(&creds.user) {
+        let Some(ticket) = self.admit(host, fingerprint(&key)).await else {
+            return Verdict::LockedOut;
+        };
+        let (hash, account) = match user {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
             None => (self.dummy_hash.clone(), None),
         };
+        // The ticket is held while the check queues: it counts as a guess already.
         let Ok(permit) = self.checks.acquire().await else {
             return Verdict::Rejected;
         };
-        // A lockout may have begun while this check waited for its turn.
-        if self.locked(ip) {
+        // A lockout may have begun while this check waited for its turn (despite its slot:
+        // a reload may have lowered `lockout_failures`).
+        if self.locked(host) {
             return Verdict::LockedOut;
         }
         let password = creds.password.clone();
@@ -157,46 +164,45 @@ impl Authenticator {
             .unwrap_or(false);
         // The permit covers the hashing only, not the failure delay below.
         drop(permit);
-        // Guesses sent at the same moment from many connections all pass the lockout
-        // check above while argon2 runs. A lockout recorded meanwhile applies to them
-        // too, right or wrong, so that no more than `lockout_failures` guesses per
-        // lockout get an answer that tells anything.
-        match (ok, account) {
-            (true, Some(account)) => {
-                let verdict = self.accept(ip, &creds.user, account);
-                if matches!(verdict, Verdict::Accepted(_)) {
+        let now = Instant::now();
+        let penalty = match (ok, account) {
+            (true, Some(account)) => match ticket.succeed(now) {
+                Ok(()) => {
                     self.remember(key);
+                    return Verdict::Accepted(account);
                 }
-                verdict
-            }
-            (_, account) => {
-                // Only local users get a bucket of their own (which their success can
-                // clear); this also bounds the table by the number of local users.
-                let user = account.map(|_| creds.user.as_str());
-                let penalty = self
-                    .failures
-                    .record_failure(ip, user, self.policy, Instant::now());
-                tokio::time::sleep(penalty.delay).await;
-                if penalty.locked {
-                    Verdict::LockedOut
-                } else {
-                    Verdict::Rejected
-                }
-            }
+                Err(penalty) => penalty,
+            },
+            _ => ticket.fail(now),
+        };
+        // A right password refused by a lockout that came meanwhile waits exactly as long
+        // as a wrong one: the timing of the refusal must not tell them apart.
+        tokio::time::sleep(penalty.delay).await;
+        if penalty.locked {
+            Verdict::LockedOut
+        } else {
+            Verdict::Rejected
         }
     }
 
-    /// A right password: accepted unless the address is locked out meanwhile.
-    fn accept(&self, ip: IpAddr, user: &str, account: Arc<Account>) -> Verdict {
-        if self.failures.accept(ip, user, self.policy, Instant::now()) {
-            Verdict::Accepted(account)
-        } else {
-            Verdict::LockedOut
+    /// A slot for checking attempt `fp` from `host`, waiting while every slot is held by
+    /// checks in progress; `None` if the host is (or becomes) locked out.
+    async fn admit(&self, host: Host, fp: Fingerprint) -> Option<Ticket<'_>> {
+        loop {
+            // Registered before asking, so that a slot freed in between is not missed.
+            let changed = self.failures.changed().notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            match self.failures.begin(host, fp, self.policy, Instant::now()) {
+                Admit::Check(ticket) => return Some(ticket),
+                Admit::Locked => return None,
+                Admit::Full => changed.await,
+            }
         }
     }
 
     fn cache_key(&self, creds: &Credentials) -> [u8; 64] {
-        let mut mac = match <Blake2bMac512 as KeyInit>::new_from_slice(&self.cache_key) {
+        let mut mac = match <Blake2bMac512 as KeyInit>::new_from_slice(self.failures.key()) {
             Ok(m) => m,
             Err(_) => return [0; 64],
         };
@@ -236,9 +242,17 @@ impl Authenticator {
         cache.insert(key, now + self.ttl);
     }
 
-    fn locked(&self, ip: IpAddr) -> bool {
-        self.failures.locked(ip, self.policy, Instant::now())
+    fn locked(&self, host: Host) -> bool {
+        self.failures.locked(host, self.policy, Instant::now())
     }
+}
+
+/// An attempt's fingerprint for the failure table: 16 bytes of the keyed hash are plenty
+/// to tell attempts apart.
+fn fingerprint(key: &[u8; 64]) -> Fingerprint {
+    let mut fp = [0u8; 16];
+    fp.copy_from_slice(&key[..16]);
+    fp
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -275,228 +289,4 @@ pub fn generate_password() -> Secret {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::providers;
-
-    fn account() -> Arc<Account> {
-        Arc::new(Account {
-            id: "main".into(),
-            email: "12345@qq.com".into(),
-            provider: providers::find("qq").unwrap(),
-            smtp: None,
-            imap: None,
-            pop3: None,
-            ca_file: None,
-            code: Secret::from("abcdefghijklmnop"),
-            code_source: "test".into(),
-        })
-    }
-
-    /// An authenticator for `users` (name, password) sharing `table`.
-    fn auth_with(
-        users: &[(&str, &str)],
-        limits: &Limits,
-        table: Arc<FailureTable>,
-    ) -> Authenticator {
-        let users = users
-            .iter()
-            .map(|(name, pw)| {
-                let hash = hash_password(&Secret::from(*pw)).unwrap();
-                let account = account();
-                (name.to_string(), LocalUser { hash, account })
-            })
-            .collect();
-        let mut cache_key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut cache_key);
-        Authenticator::with_limits(users, cache_key, limits, table)
-    }
-
-    fn auth(limits: &Limits) -> Authenticator {
-        auth_with(
-            &[("printer", "secret"), ("scanner", "scan-pw")],
-            limits,
-            Arc::default(),
-        )
-    }
-
-    fn creds(user: &str, pw: &str) -> Credentials {
-        Credentials {
-            user: user.into(),
-            password: Secret::from(pw),
-        }
-    }
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
-
-    /// The verdict a step expects.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Want {
-        Ok,
-        No,
-        Locked,
-    }
-
-    fn kind(v: &Verdict) -> Want {
-        match v {
-            Verdict::Accepted(_) => Want::Ok,
-            Verdict::Rejected => Want::No,
-            Verdict::LockedOut => Want::Locked,
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn verdicts_table() {
-        let a = auth(&Limits::default());
-        let cases = [
-            ("printer", "secret", true),
-            ("printer", "Secret", false),
-            ("printer", "", false),
-            ("nobody", "secret", false),
-            ("scanner", "secret", false),
-            ("printer", "secret", true),
-            ("scanner", "scan-pw", true),
-        ];
-        for (user, pw, ok) in cases {
-            let v = a.verify(IP, &creds(user, pw)).await;
-            assert_eq!(matches!(v, Verdict::Accepted(_)), ok, "{user}/{pw}");
-        }
-    }
-
-    /// A login (user, password) and the verdict it should get.
-    type Step = ((&'static str, &'static str), Want);
-
-    /// Login sequences from one address with `lockout_failures = 3`.
-    #[tokio::test(start_paused = true)]
-    async fn who_a_success_forgives() {
-        use Want::*;
-        let right_p = ("printer", "secret");
-        let wrong_p = ("printer", "guess");
-        let right_s = ("scanner", "scan-pw");
-        let wrong_s = ("scanner", "guess");
-        let unknown = ("nobody", "guess");
-        #[rustfmt::skip]
-        let cases: &[(&str, &[Step])] = &[
-            ("plain guessing locks out", &[
-                (wrong_s, No), (wrong_s, No), (wrong_s, Locked), (right_s, Locked),
-            ]),
-            // Knowing printer's password must not buy unlimited guesses at scanner's.
-            ("interleaving a known password still leads to a lockout", &[
-                (wrong_s, No), (right_p, Ok), (wrong_s, No), (right_p, Ok),
-                (wrong_s, Locked), (right_p, Locked), (right_s, Locked),
-            ]),
-            ("interleaving with unknown names too", &[
-                (unknown, No), (right_p, Ok), (unknown, No), (right_p, Ok),
-                (unknown, Locked),
-            ]),
-            // The second success comes from the cache: it forgives as well.
-            ("a user who mistypes and then succeeds is not punished later", &[
-                (wrong_p, No), (wrong_p, No), (right_p, Ok),
-                (wrong_p, No), (wrong_p, No), (right_p, Ok),
-                (wrong_p, No), (wrong_p, No), (right_p, Ok),
-            ]),
-            ("a success forgives its own user only", &[
-                (wrong_p, No), (wrong_s, No), (right_p, Ok), (wrong_s, No), (wrong_s, Locked),
-            ]),
-        ];
-        for (name, steps) in cases {
-            let a = auth(&Limits {
-                lockout_failures: 3,
-                ..Limits::default()
-            });
-            for (i, ((user, pw), want)) in steps.iter().enumerate() {
-                let got = kind(&a.verify(IP, &creds(user, pw)).await);
-                assert_eq!(got, *want, "{name}: step {} ({user}/{pw})", i + 1);
-            }
-            // Another address is never affected.
-            let other = a.verify(OTHER, &creds(right_s.0, right_s.1)).await;
-            assert_eq!(kind(&other), Ok, "{name}: other address");
-        }
-    }
-
-    /// What a reload keeps (failures and lockouts) and what it drops (users, hashes, the
-    /// success cache).
-    #[tokio::test(start_paused = true)]
-    async fn a_reload_keeps_failures_but_not_users_or_the_cache() {
-        use Want::*;
-        let limits = Limits {
-            lockout_failures: 2,
-            ..Limits::default()
-        };
-        let third: IpAddr = "10.0.0.3".parse().unwrap();
-        let old = auth(&limits);
-        for (ip, (user, pw), want) in [
-            (IP, ("scanner", "x"), No),
-            (IP, ("scanner", "y"), Locked),
-            (third, ("nobody", "x"), No),
-            // Cached by the old authenticator.
-            (OTHER, ("printer", "secret"), Ok),
-            (OTHER, ("scanner", "scan-pw"), Ok),
-        ] {
-            assert_eq!(kind(&old.verify(ip, &creds(user, pw)).await), want);
-        }
-        // Printer's password changes and scanner is removed.
-        let new = auth_with(&[("printer", "new-pw")], &limits, old.failure_table());
-        for (ip, (user, pw), want) in [
-            (IP, ("printer", "new-pw"), Locked),
-            (OTHER, ("printer", "secret"), No),
-            (OTHER, ("printer", "new-pw"), Ok),
-            (OTHER, ("scanner", "scan-pw"), No),
-            // The failure before the reload still counts.
-            (third, ("nobody", "y"), Locked),
-        ] {
-            let got = kind(&new.verify(ip, &creds(user, pw)).await);
-            assert_eq!(got, want, "{ip} {user}/{pw}");
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn parallel_guesses_cannot_exceed_the_limit() {
-        let a = Arc::new(auth(&Limits {
-            lockout_failures: 5,
-            ..Limits::default()
-        }));
-        let tasks: Vec<_> = (0..40)
-            .map(|i| {
-                let a = a.clone();
-                tokio::spawn(
-                    async move { a.verify(IP, &creds("printer", &format!("guess{i}"))).await },
-                )
-            })
-            .collect();
-        let mut rejected = 0;
-        for t in tasks {
-            if matches!(t.await.unwrap(), Verdict::Rejected) {
-                rejected += 1;
-            }
-        }
-        // At most 4 plain rejections (the 5th failure locks); every other guess was refused
-        // without being checked.
-        assert!(rejected <= 4, "{rejected} guesses were verified");
-        assert!(matches!(
-            a.verify(IP, &creds("printer", "secret")).await,
-            Verdict::LockedOut
-        ));
-    }
-
-    #[test]
-    fn the_dummy_hash_has_the_default_cost() {
-        let fresh = hash_password(&Secret::from("x")).unwrap();
-        let params = |h: &str| h.split('$').nth(3).map(str::to_string);
-        assert_eq!(params(DUMMY_HASH), params(&fresh));
-        assert!(crate::config::check_hash(DUMMY_HASH).is_ok());
-    }
-
-    #[test]
-    fn hashes_verify_and_generated_passwords_differ() {
-        let p = generate_password();
-        assert_eq!(p.len(), 20);
-        assert_ne!(p, generate_password());
-        let h = hash_password(&p).unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password(&p, &h));
-        assert!(!verify_password(&Secret::from("nope"), &h));
-        assert!(!verify_password(&p, "not a hash"));
-    }
-}
+mod tests;

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `config` turns TOML and `QQMAIL_*` variables into typed settings, `providers` holds
-//! the presets, `secrets` the zeroizing `Secret`, `runtime` what sessions share, `state`
+//! the presets, `secrets` the zeroizing `Secret`, `host` which addresses the
+//! per-address limits count as one client, `runtime` what sessions share, `state`
 //! generated local logins, `metrics` + `admin` the health and Prometheus endpoint, and
 //! `cli` the command line.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod host;
 pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -30,7 +30,7 @@ pub enum RuntimeError {
 pub struct Kept {
     /// Counters for the admin endpoint.
     pub metrics: Arc<Metrics>,
-    /// Failed logins and lockouts per client address.
+    /// Failed logins and lockouts per client host.
     pub failures: Arc<FailureTable>,
 }
 

@@ -1,5 +1,5 @@
 //! Listeners and the accept loop: binds every configured address, caps sessions in total
-//! and per client address, spawns one task per connection inside a tracing span, and
+//! and per client host (an IPv4 address or an IPv6 /64, [`Host`]), spawns one task per connection inside a tracing span, and
 //! shuts down gracefully (stop accepting, let sessions finish within the grace period).
 //! SIGHUP swaps in a freshly validated runtime; sessions keep the one they started with.
 //! The session caps are plain counters checked against the runtime in force at each
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
+use crate::host::Host;
 use crate::proto::imap::ImapLogin;
 use crate::proto::pop3::Pop3Login;
 use crate::proto::smtp::SmtpLogin;
@@ -95,7 +96,7 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Sessions running, in total and per client address. Counters rather than a semaphore
+/// Sessions running, in total and per client host. Counters rather than a semaphore
 /// sized at start: the limits are read from the runtime in force at each accept, so a
 /// reload applies to the next connection. Lowering a limit below the sessions running
 /// closes none of them; new connections are refused until enough have ended.
@@ -105,7 +106,7 @@ struct Sessions(Mutex<Counts>);
 #[derive(Default)]
 struct Counts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: HashMap<Host, usize>,
 }
 
 /// Which cap refused a connection.
@@ -118,7 +119,7 @@ enum Full {
 /// One running session's place in [`Sessions`]; dropping it frees the place.
 struct Slot {
     table: Arc<Sessions>,
-    ip: IpAddr,
+    host: Host,
 }
 
 impl Sessions {
@@ -127,18 +128,19 @@ impl Sessions {
     }
 
     fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize, max_per_ip: usize) -> Result<Slot, Full> {
+        let host = Host::of(ip);
         let mut c = self.counts();
         if c.total >= max {
             return Err(Full::Total);
         }
-        if c.per_ip.get(&ip).copied().unwrap_or(0) >= max_per_ip {
+        if c.per_ip.get(&host).copied().unwrap_or(0) >= max_per_ip {
             return Err(Full::PerIp);
         }
-        *c.per_ip.entry(ip).or_insert(0) += 1;
+        *c.per_ip.entry(host).or_insert(0) += 1;
         c.total += 1;
         Ok(Slot {
             table: self.clone(),
-            ip,
+            host,
         })
     }
 }
@@ -147,10 +149,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.table.counts();
         c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+        if let Some(n) = c.per_ip.get_mut(&self.host) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                c.per_ip.remove(&self.ip);
+                c.per_ip.remove(&self.host);
             }
         }
     }
@@ -234,7 +236,7 @@ async fn accept_loop(
             }
         };
         // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; the allow-list,
-        // the lockout and the per-address limits speak plain IPv4.
+        // the lockout and the per-host limits speak plain IPv4.
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let _ = tcp.set_nodelay(true);
         let rt = match current.read() {
@@ -264,21 +266,22 @@ async fn accept_loop(
         let id = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, proto = protocol.name(), client = %peer);
         let token = shutdown.child_token();
+        // The session frees its slot itself, before it logs its end: whoever sees that
+        // line (a test, an operator) may connect again at once.
         tracker.spawn(
             async move {
                 let policy = session::policy(&rt, protocol, peer);
                 match protocol {
                     Protocol::Smtp => {
-                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token).await;
+                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token, slot).await;
                     }
                     Protocol::Imap => {
-                        session::run(rt, tcp, peer, ImapLogin::new(policy), token).await;
+                        session::run(rt, tcp, peer, ImapLogin::new(policy), token, slot).await;
                     }
                     Protocol::Pop3 => {
-                        session::run(rt, tcp, peer, Pop3Login::new(policy), token).await;
+                        session::run(rt, tcp, peer, Pop3Login::new(policy), token, slot).await;
                     }
                 }
-                drop(slot);
             }
             .instrument(span),
         );
@@ -332,5 +335,36 @@ mod tests {
         drop(held);
         let c = table.counts();
         assert_eq!((c.total, c.per_ip.len()), (0, 0));
+    }
+
+    /// The per-address cap counts an IPv6 /64 as one host, and IPv4-mapped IPv6 as the
+    /// IPv4 address.
+    #[test]
+    fn the_per_address_cap_is_per_host() {
+        let table = Arc::new(Sessions::default());
+        let mut held = Vec::new();
+        #[rustfmt::skip]
+        let steps = [
+            ("2001:db8:1:2::1", Ok(())),
+            ("2001:db8:1:2::2", Ok(())),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", Err(Full::PerIp)),
+            ("2001:db8:1:3::1", Ok(())),
+            ("::ffff:10.0.0.1", Ok(())),
+            ("10.0.0.1", Ok(())),
+            ("10.0.0.1", Err(Full::PerIp)),
+            ("10.0.0.2", Ok(())),
+        ];
+        for (i, (ip, want)) in steps.into_iter().enumerate() {
+            let got = table.acquire(ip.parse().unwrap(), 100, 2);
+            assert_eq!(
+                got.as_ref().map(|_| ()).map_err(|f| *f),
+                want,
+                "step {} ({ip})",
+                i + 1
+            );
+            held.extend(got.ok());
+        }
+        drop(held);
+        assert_eq!(table.counts().per_ip.len(), 0);
     }
 }

@@ -188,11 +188,12 @@ pub struct Limits {
     pub upstream_data_timeout: Duration,
     /// Concurrent sessions (default 256).
     pub max_sessions: usize,
-    /// Concurrent sessions per client address (default 32).
+    /// Concurrent sessions per client host: an IPv4 address or an IPv6 /64 (default 32).
     pub max_sessions_per_ip: usize,
     /// Failed logins per session before it is closed (default 3).
     pub max_auth_failures: u32,
-    /// Failed logins from one address before a lockout (default 10).
+    /// Distinct failed logins (user name and password) from one client host before a
+    /// lockout (default 10); they are forgotten `lockout_duration` after the last new one.
     pub lockout_failures: u32,
     /// Lockout length (default 15 min).
     pub lockout_duration: Duration,

@@ -155,7 +155,7 @@ pub struct RawLimits {
     pub max_sessions_per_ip: Option<usize>,
     /// Failed logins allowed in one session.
     pub max_auth_failures: Option<u32>,
-    /// Failed logins from one address before it is locked out.
+    /// Distinct failed logins from one client host before it is locked out.
     pub lockout_failures: Option<u32>,
     /// How long a lockout lasts.
     #[serde(default, deserialize_with = "duration")]

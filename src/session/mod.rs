@@ -288,13 +288,16 @@ enum LoggedIn {
     Unauthenticated(Arc<Account>),
 }
 
-/// Runs one client session to the end and logs it.
+/// Runs one client session to the end and logs it. `slot` (the server's session count
+/// for this client) is dropped just before the end is logged, so that the line is seen
+/// only once the session no longer counts against the limits.
 pub async fn run<P: LoginPhase>(
     rt: Arc<Runtime>,
     tcp: TcpStream,
     peer: SocketAddr,
     mut phase: P,
     shutdown: CancellationToken,
+    slot: impl Send,
 ) -> Report {
     let protocol = P::PROTOCOL;
     rt.metrics.session_started(protocol);
@@ -340,6 +343,7 @@ pub async fn run<P: LoginPhase>(
         report.from_client,
         report.to_client,
     );
+    drop(slot);
     info!(
         user = report.user.as_deref().unwrap_or("-"),
         account = report.account.as_deref().unwrap_or("-"),

@@ -1,7 +1,9 @@
-//! Password guessing: failures slow down, the address is locked out after
-//! `lockout_failures` (logged once, even the right password refused, other addresses
-//! unaffected), concurrent guesses cannot get past the lockout, and neither logging in
-//! with a known password between guesses nor a SIGHUP resets the count.
+//! Password guessing: distinct failures slow down, the address is locked out after
+//! `lockout_failures` of them (logged once, even the right password refused, other
+//! addresses unaffected), concurrent guesses cannot get past the lockout, a repeated
+//! wrong password (a device with a stale one) counts once, and neither successful logins
+//! between guesses (the victim's own or with another known password) nor a SIGHUP reset
+//! the count.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +11,8 @@ use super::*;
 use crate::support::proxy::Proxy;
 use crate::support::smtp::SmtpOptions;
 
-/// The proxy's failure delays: 250 ms doubling per failure, capped at 4 s (src/auth.rs).
+/// The proxy's failure delays: 250 ms doubling per distinct failure, capped at 4 s
+/// (src/auth/failures.rs).
 const DELAYS_MS: [u64; 10] = [250, 500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000];
 const LOCKED_LOG: &str = "address locked out";
 const TOO_MANY: &str = "421 4.7.0 Error: too many failed authentications";
@@ -123,9 +126,10 @@ async fn failures_slow_down_then_lock_out_one_address_only() {
     proxy.assert_no_secret(&secrets());
 }
 
-/// Guesses sent at the same moment from many connections all pass the lockout check
-/// while argon2 runs; once the lockout is recorded, the rest must be refused as locked
-/// out, right or wrong: fewer than `lockout_failures` get a 535 that tells anything.
+/// Guesses sent at the same moment from many connections: each check in progress holds
+/// one of the address's `lockout_failures` slots, the others wait, and once the lockout
+/// is recorded they are refused unchecked: fewer than `lockout_failures` get a 535 that
+/// tells anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_guesses_cannot_outrun_the_lockout() {
     let ca = TestCa::new("burst CA");
@@ -145,8 +149,8 @@ async fn concurrent_guesses_cannot_outrun_the_lockout() {
         c.cmd("EHLO burst").await.text();
         clients.push(c);
     }
-    let line = format!("AUTH PLAIN {}\r\n", plain("nobody", PASSWORD));
-    for c in &mut clients {
+    for (n, c) in clients.iter_mut().enumerate() {
+        let line = format!("AUTH PLAIN {}\r\n", plain("nobody", &format!("guess-{n}")));
         assert!(c.send(line.as_bytes()).await);
     }
     let mut replies = Vec::new();
@@ -163,11 +167,91 @@ async fn concurrent_guesses_cannot_outrun_the_lockout() {
         .count();
     println!("20 simultaneous guesses: {answered} answered 535, {locked} locked out");
     assert_eq!(answered + locked, 20, "{replies:?}");
-    assert!(
-        answered < 10,
+    // Ten were checked; the tenth failure locked its own answer too.
+    assert_eq!(
+        answered, 9,
         "{answered} guesses were answered although the lockout comes after 10"
     );
     assert_eq!(count(&proxy, LOCKED_LOG), 1);
+    proxy.assert_no_secret(&secrets());
+}
+
+/// A device with a stale password retrying it 20 times: a repeat adds no guessing power
+/// and counts once, so the address stays open and the right password still works; nine
+/// other wrong passwords make ten distinct failures, and lock it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_wrong_password_counts_once() {
+    let ca = TestCa::new("stale device CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("lockout_failures", "10")
+        .limit("lockout_duration", "\"1h\"");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let addr = proxy.smtp_addr();
+    for n in 1..=20 {
+        let (got, latency) = guess(addr, "St4le-Pa55".to_owned()).await;
+        assert!(
+            matches!(&got, Got::Reply(r) if r.starts_with("535 ")),
+            "attempt {n}: {got:?}"
+        );
+        // Always the first failure's delay: one distinct failure.
+        assert!(
+            latency >= Duration::from_millis(225) && latency < Duration::from_millis(2250),
+            "attempt {n} took {latency:?}"
+        );
+    }
+    assert_eq!(count(&proxy, LOCKED_LOG), 0);
+    let got = auth_reply(addr, None, USER, PASSWORD).await;
+    assert!(got.starts_with("235 "), "{got}");
+
+    let tasks: Vec<_> = (1..=9)
+        .map(|n| tokio::spawn(guess(addr, format!("wrong-{n}"))))
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("guess task").0);
+    }
+    let locked = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with(TOO_MANY)))
+        .count();
+    let rejected = replies
+        .iter()
+        .filter(|g| matches!(g, Got::Reply(r) if r.starts_with("535 ")))
+        .count();
+    assert_eq!((rejected, locked), (8, 1), "{replies:?}");
+    let got = auth_reply(addr, None, USER, PASSWORD).await;
+    assert!(got.starts_with(TOO_MANY), "{got}");
+    assert_eq!(count(&proxy, LOCKED_LOG), 1);
+    proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD, "St4le-Pa55"]);
+}
+
+/// Someone sharing the victim's address guesses at the victim's password between the
+/// victim's own logins (checked by argon2 first, then from the cache): the victim's
+/// successes forgive nothing, so the guesses still add up to a lockout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_victims_logins_between_guesses_do_not_reset_the_count() {
+    let ca = TestCa::new("victim CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = smtp_builder(&ca, &smtp)
+        .limit("lockout_failures", "3")
+        .limit("lockout_duration", "\"1h\"");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let addr = proxy.smtp_addr();
+    let (ok, no) = ("235 ", "535 ");
+    #[rustfmt::skip]
+    let steps: &[(&str, &str)] = &[
+        ("guess-1", no), (PASSWORD, ok), ("guess-2", no), (PASSWORD, ok), (PASSWORD, ok),
+        ("guess-3", TOO_MANY), (PASSWORD, TOO_MANY),
+    ];
+    for (n, (password, want)) in steps.iter().enumerate() {
+        let got = auth_reply(addr, None, USER, password).await;
+        assert!(got.starts_with(want), "step {}: {got}", n + 1);
+    }
+    assert_eq!(count(&proxy, LOCKED_LOG), 1);
+    // The victim can still log in from elsewhere.
+    let got = auth_reply(addr, Some(OTHER_IP), USER, PASSWORD).await;
+    assert!(got.starts_with(ok), "{got}");
     proxy.assert_no_secret(&secrets());
 }
 
