@@ -237,8 +237,9 @@ fn section_latency(out: &mut String, r: &Results) {
     }
     out.push_str(
         "\nThe last column is the proxy's own `qqmail_proxy_login_seconds` (from its /metrics): \
-         upstream TCP connect + TLS handshake + greeting + login, averaged over both proxy rows. \
-         It starts only after the client's login command has arrived.\n\n",
+         upstream TCP connect + TLS handshake + greeting + login, averaged over both proxy rows; \
+         when a warm spare (already connected, verified and greeted) serves the login, only the \
+         login itself. It starts only after the client's login command has arrived.\n\n",
     );
 }
 
