@@ -135,15 +135,16 @@ impl Authenticator {
         if self.locked(host) {
             return Verdict::LockedOut;
         }
-        let key = self.cache_key(creds);
         let user = self.users.get(&creds.user);
+        let key = self.cache_key(creds, user.map_or(&self.dummy_hash, |u| &u.hash));
         if let Some(user) = user {
             if self.cached(&key) {
                 return Verdict::Accepted(user.account.clone());
             }
         }
-        let Some(ticket) = self.admit(host, fingerprint(&key)).await else {
-            return Verdict::LockedOut;
+        let ticket = match self.admit(host, fingerprint(&key)).await {
+            Ok(ticket) => ticket,
+            Err(verdict) => return verdict,
         };
         let (hash, account) = match user {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
@@ -187,21 +188,28 @@ impl Authenticator {
 
     /// A slot for checking attempt `fp` from `host`, waiting while every slot is held by
     /// checks in progress; `None` if the host is (or becomes) locked out.
-    async fn admit(&self, host: Host, fp: Fingerprint) -> Option<Ticket<'_>> {
+    async fn admit(&self, host: Host, fp: Fingerprint) -> Result<Ticket<'_>, Verdict> {
         loop {
             // Registered before asking, so that a slot freed in between is not missed.
             let changed = self.failures.changed().notified();
             let mut changed = std::pin::pin!(changed);
             changed.as_mut().enable();
             match self.failures.begin(host, fp, self.policy, Instant::now()) {
-                Admit::Check(ticket) => return Some(ticket),
-                Admit::Locked => return None,
+                Admit::Check(ticket) => return Ok(ticket),
+                Admit::Locked => return Err(Verdict::LockedOut),
                 Admit::Full => changed.await,
+                Admit::Repeat(penalty) => {
+                    tokio::time::sleep(penalty.delay).await;
+                    return Err(Verdict::Rejected);
+                }
             }
         }
     }
 
-    fn cache_key(&self, creds: &Credentials) -> [u8; 64] {
+    /// The keyed hash of an attempt: user name, password, and the stored hash it is
+    /// checked against (so that a password changed by a reload makes every earlier
+    /// attempt a new one, for the success cache and the failure table alike).
+    fn cache_key(&self, creds: &Credentials, stored: &str) -> [u8; 64] {
         let mut mac = match <Blake2bMac512 as KeyInit>::new_from_slice(self.failures.key()) {
             Ok(m) => m,
             Err(_) => return [0; 64],
@@ -209,6 +217,8 @@ impl Authenticator {
         mac.update(creds.user.as_bytes());
         mac.update(&[0]);
         mac.update(creds.password.expose());
+        mac.update(&[0]);
+        mac.update(stored.as_bytes());
         mac.finalize().into_bytes().into()
     }
 

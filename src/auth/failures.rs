@@ -3,9 +3,10 @@
 //!
 //! As in Dovecot's auth penalty, an attempt is identified by user name and password (a
 //! keyed hash, [`Fingerprint`]) and a repeat of an attempt that already failed counts
-//! once per window: it adds no guessing power. A device with a stale password retrying
-//! every few minutes thus stays at one failure instead of locking its address out for
-//! everyone. A successful login forgives nothing: if it did, anyone sharing the victim's
+//! once per window: it adds no guessing power, and is answered without running argon2
+//! again (the fingerprint covers the user's stored hash, so a password changed by a
+//! reload is checked afresh). A device with a stale password retrying every few minutes
+//! thus stays at one failure instead of locking its address out for everyone. A successful login forgives nothing: if it did, anyone sharing the victim's
 //! address (NAT, a Docker gateway, 127.0.0.1) would get fresh guesses after each of the
 //! victim's cheap, cached logins.
 //!
@@ -71,6 +72,10 @@ pub(super) enum Admit<'a> {
     /// Every slot left is held by checks in progress: wait for [`FailureTable::changed`]
     /// and ask again.
     Full,
+    /// The very attempt already failed in this window: answer it as a failure with this
+    /// penalty, without checking the password again (an attacker repeating one attempt
+    /// must not be able to keep argon2 busy, and a repeat counts once anyway).
+    Repeat(Penalty),
 }
 
 /// One host's record.
@@ -228,10 +233,11 @@ impl FailureTable {
         false
     }
 
-    /// Asks to check attempt `fp` from `host`. A repeat of an attempt already counted or
-    /// being checked is always let in (it needs no slot of its own); a new one only while
-    /// a slot is free. A host whose failures reach `lockout_failures` (a reload may
-    /// have lowered it) is locked out here.
+    /// Asks to check attempt `fp` from `host`. A repeat of an attempt that already failed
+    /// is answered at once ([`Admit::Repeat`]); one of an attempt being checked is let
+    /// in (it needs no slot of its own); a new one only while a slot is free. A host
+    /// whose failures reach `lockout_failures` (a reload may have lowered it) is locked
+    /// out here.
     pub(super) fn begin(
         &self,
         host: Host,
@@ -252,7 +258,10 @@ impl FailureTable {
             e.lock(host, policy, now);
             return Admit::Locked;
         }
-        let known = e.failed.contains(&fp) || e.checking.contains(&fp);
+        if e.failed.contains(&fp) {
+            return Admit::Repeat(e.penalty(&fp, policy, now));
+        }
+        let known = e.checking.contains(&fp);
         if !known && e.taken() >= policy.lockout_failures {
             return Admit::Full;
         }

@@ -178,12 +178,15 @@ async fn a_reload_keeps_failures_but_not_users_or_the_cache() {
     let third: IpAddr = "10.0.0.3".parse().unwrap();
     let fourth: IpAddr = "10.0.0.4".parse().unwrap();
     let fifth: IpAddr = "10.0.0.5".parse().unwrap();
+    let sixth: IpAddr = "10.0.0.6".parse().unwrap();
     let old = auth(&limits);
     for (ip, (user, pw), want) in [
         (IP, ("scanner", "x"), No),
         (IP, ("scanner", "y"), Locked),
         (third, ("nobody", "x"), No),
-        (fourth, ("printer", "stale"), No),
+        (fourth, ("nobody", "stale"), No),
+        // Wrong now; the reload below makes it the password.
+        (sixth, ("printer", "new-pw"), No),
         // Cached by the old authenticator.
         (OTHER, ("printer", "secret"), Ok),
         (OTHER, ("scanner", "scan-pw"), Ok),
@@ -201,10 +204,12 @@ async fn a_reload_keeps_failures_but_not_users_or_the_cache() {
         (fifth, ("scanner", "scan-pw"), No),
         // The failure before the reload still counts.
         (third, ("nobody", "y"), Locked),
-        // A repeat of an attempt that failed before the reload is still a repeat.
-        (fourth, ("printer", "stale"), No),
-        (fourth, ("printer", "stale"), No),
-        (fourth, ("printer", "other"), Locked),
+        // A repeat of an attempt that failed before the reload is still a repeat...
+        (fourth, ("nobody", "stale"), No),
+        (fourth, ("nobody", "stale"), No),
+        (fourth, ("nobody", "other"), Locked),
+        // ...unless the user's password changed: then it is checked afresh.
+        (sixth, ("printer", "new-pw"), Ok),
     ] {
         let got = kind(&new.verify(ip, &creds(user, pw)).await);
         assert_eq!(got, want, "{ip} {user}/{pw}");

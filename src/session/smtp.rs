@@ -289,6 +289,13 @@ impl Relay<'_> {
     async fn upstream_command(&mut self, cmd: &[u8]) -> Option<Reply> {
         let timeout = self.rt.config.limits.upstream_timeout;
         let up = self.up.as_mut()?;
+        if !up.conn.buffer().is_empty() {
+            // Bytes nobody asked for (we never pipeline upstream): the replies are out
+            // of step with the commands, so none of them can be trusted.
+            debug!("unsolicited bytes from the upstream; dropping the connection");
+            self.up = None;
+            return None;
+        }
         let result = match up.conn.send(cmd, timeout).await {
             Ok(()) => read_reply(&mut up.conn, timeout).await,
             Err(e) => Err(ReplyError::Line(e)),

@@ -89,6 +89,8 @@ fn run(name: &str, steps: &[At]) {
             Fail(n) | Right(n) | Hold(n) => match table.begin(host(), fp(n), POLICY, now) {
                 Admit::Locked => Locked,
                 Admit::Full => Full,
+                // Answered without a check: the same penalty a checked repeat would get.
+                Admit::Repeat(p) => got(p),
                 Admit::Check(t) => match step {
                     Fail(_) => got(t.fail(now)),
                     Right(_) => t.succeed(now).map_or_else(got, |()| Yes),
@@ -197,6 +199,36 @@ fn scenarios() {
     for (name, steps) in cases {
         run(name, steps);
     }
+}
+
+/// A repeat of an attempt that already failed is answered from the table: no check (so no
+/// argon2), no slot, the penalty of the failures so far; a repeat of one still being
+/// checked is checked.
+#[test]
+fn a_failed_attempt_repeated_is_answered_without_a_check() {
+    let table = FailureTable::default();
+    let now = Instant::now();
+    for n in [1, 2] {
+        let Admit::Check(t) = table.begin(host(), fp(n), POLICY, now) else {
+            panic!("admitted");
+        };
+        t.fail(now);
+    }
+    for _ in 0..100 {
+        let Admit::Repeat(p) = table.begin(host(), fp(1), POLICY, now) else {
+            panic!("a repeat is answered without a check");
+        };
+        assert_eq!((p.delay, p.locked), (Duration::from_millis(500), false));
+        assert_eq!(table.in_progress(host()), 0);
+    }
+    let Admit::Check(held) = table.begin(host(), fp(3), POLICY, now) else {
+        panic!("admitted");
+    };
+    assert!(matches!(
+        table.begin(host(), fp(3), POLICY, now),
+        Admit::Check(_)
+    ));
+    drop(held);
 }
 
 /// A right password refused because a lockout came while it was checked (here: a reload

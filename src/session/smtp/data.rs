@@ -176,6 +176,14 @@ impl Relay<'_> {
                     "message {}",
                     if accepted { "relayed" } else { "refused by upstream" }
                 );
+                if !(200..300).contains(&r.code) {
+                    // The refusal may have been sent early, before the end of the
+                    // message, by a server that then reads the rest as commands and
+                    // answers them: its later replies would be out of step with ours.
+                    // A fresh connection costs one login; a stale reply could be a 250
+                    // for the next message.
+                    self.up = None;
+                }
                 self.pass_on(&r).await
             }
             Err(e) => {

@@ -55,7 +55,11 @@ async fn close_idle_closes_the_waiting_connections_only() {
 async fn refuse_mid_data_replies_before_the_end_then_closes_or_stalls() {
     let ca = TestCa::new("fakes-smtp CA");
     let text = "5.3.4 Message size exceeds fixed limit";
-    for then in [AfterRefusal::Close, AfterRefusal::Stall] {
+    for then in [
+        AfterRefusal::Close,
+        AfterRefusal::Stall,
+        AfterRefusal::ReadOn,
+    ] {
         let fault = Fault::RefuseMidData {
             after_bytes: 1000,
             code: 552,
@@ -80,6 +84,8 @@ async fn refuse_mid_data_replies_before_the_end_then_closes_or_stalls() {
         match then {
             AfterRefusal::Close => assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}"),
             AfterRefusal::Stall => assert!(read.is_err(), "held open: {read:?}"),
+            // The rest of the lines were read as commands, and answered.
+            AfterRefusal::ReadOn => assert!(matches!(read, Ok(Ok(1))), "{read:?}"),
         }
         assert!(fake.messages().is_empty());
     }

@@ -130,6 +130,57 @@ async fn upstream_refusal_mid_data_reaches_the_client_as_its_5xx() {
     }
 }
 
+/// MAIL, RCPT, DATA, then the message and its terminator in one write, so that the
+/// proxy forwards them in one piece and reads a refusal only as the end of data's reply.
+async fn one_piece_transaction(c: &mut Client, message: &[u8]) -> String {
+    for (cmd, want) in [
+        (format!("MAIL FROM:<{SENDER}>"), "250"),
+        (format!("RCPT TO:<{RCPT}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        let r = c.cmd(&cmd).await;
+        assert!(r.starts_with(want), "{cmd}: {r}");
+    }
+    let mut wire = message.to_vec();
+    wire.extend_from_slice(b".\r\n");
+    c.send(&wire).await;
+    c.reply().await
+}
+
+/// A broken upstream refuses a small message early and reads the rest of it as commands,
+/// answering each line (a `NOOP` in the body gets a 250): the proxy passes the refusal on
+/// and never uses that connection again, so no stale reply, a 250 least of all, answers
+/// the client's next transaction.
+#[tokio::test]
+async fn an_early_refusal_of_a_small_message_leaves_no_stale_replies() {
+    let gw = Gateway::with(
+        |ca| {
+            SmtpOptions::implicit(ca).fault(Fault::RefuseMidData {
+                // At the body's first line: the rest ("NOOP", then the terminator) is
+                // read as commands, after the proxy has already sent the whole message.
+                after_bytes: 24,
+                code: 554,
+                text: "5.7.1 refused early".to_owned(),
+                then: AfterRefusal::ReadOn,
+            })
+        },
+        |b| b,
+    )
+    .await;
+    let mut c = gw.logged_in().await;
+    let message = b"Subject: early\r\n\r\nbody\r\nNOOP\r\n";
+    let r = one_piece_transaction(&mut c, message).await;
+    assert_eq!(r, "554 5.7.1 refused early\r\n");
+    // The fault fires again on any message: the next one must be refused too, by a
+    // fresh connection, and never answered from the old one's queue (a 250 for MAIL,
+    // then the 500 the terminator got for RCPT, ...).
+    let r = one_piece_transaction(&mut c, message).await;
+    assert_eq!(r, "554 5.7.1 refused early\r\n");
+    assert_eq!(gw.fake.connections(), 2);
+    assert!(gw.fake.messages().is_empty());
+    gw.assert_no_secret(&[]);
+}
+
 /// Sends the big message (expecting an SMTP error), then a small one in the same session.
 const SMTPLIB_REFUSED: &str = r#"
 import smtplib, sys

@@ -109,6 +109,9 @@ pub enum AfterRefusal {
     Close,
     /// Keep the connection open but never read from it again.
     Stall,
+    /// Keep the connection open and read the rest of the message as commands, answering
+    /// each line (a broken server: its replies are then out of step with the client's).
+    ReadOn,
 }
 
 impl Fault {

@@ -447,9 +447,12 @@ impl<'a> Session<'a> {
                     then,
                 } if data.len() >= *after_bytes => {
                     self.reply(io, format!("{code} {text}").as_bytes()).await?;
-                    if *then == AfterRefusal::Stall {
+                    match then {
                         // Held open, never read: the peer's writes fill the buffers and block.
-                        std::future::pending::<()>().await;
+                        AfterRefusal::Stall => std::future::pending::<()>().await,
+                        // Back to the command loop, which answers every line of the rest.
+                        AfterRefusal::ReadOn => return Ok(None),
+                        AfterRefusal::Close => {}
                     }
                     return Ok(Some(End::Closed));
                 }
