@@ -99,16 +99,18 @@ impl Authenticator {
         // A constant (same parameters as `hash_password`) rather than one hashed at start:
         // hashing costs ~40 ms and a 19 MiB allocation the allocator keeps.
         let dummy_hash = DUMMY_HASH.to_string();
+        let policy = Policy {
+            lockout_failures: limits.lockout_failures,
+            lockout_duration: limits.lockout_duration,
+        };
+        failures.set_policy(policy);
         Authenticator {
             users,
             dummy_hash,
             cache: Mutex::new(HashMap::new()),
             failures,
             ttl: limits.auth_cache_ttl,
-            policy: Policy {
-                lockout_failures: limits.lockout_failures,
-                lockout_duration: limits.lockout_duration,
-            },
+            policy,
             checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             ),
@@ -118,6 +120,12 @@ impl Authenticator {
     /// Number of local users.
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    /// The lockout policy in force: the newest configuration's, also for sessions that
+    /// began before a reload and still hold this authenticator.
+    fn policy(&self) -> Policy {
+        self.failures.policy_or(self.policy)
     }
 
     /// The failed-login table, for the authenticator that replaces this one on reload.
@@ -194,7 +202,7 @@ impl Authenticator {
             let changed = self.failures.changed().notified();
             let mut changed = std::pin::pin!(changed);
             changed.as_mut().enable();
-            match self.failures.begin(host, fp, self.policy, Instant::now()) {
+            match self.failures.begin(host, fp, self.policy(), Instant::now()) {
                 Admit::Check(ticket) => return Ok(ticket),
                 Admit::Locked => return Err(Verdict::LockedOut),
                 Admit::Full => changed.await,
@@ -253,7 +261,7 @@ impl Authenticator {
     }
 
     fn locked(&self, host: Host) -> bool {
-        self.failures.locked(host, self.policy, Instant::now())
+        self.failures.locked(host, self.policy(), Instant::now())
     }
 }
 

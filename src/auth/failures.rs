@@ -179,6 +179,9 @@ pub struct FailureTable {
     key: [u8; 32],
     /// Signalled whenever a slot is released or turns into a failure.
     changed: tokio::sync::Notify,
+    /// The policy of the newest authenticator: sessions begun before a reload still hold
+    /// the old one, and must not, say, end a lockout early by its shorter duration.
+    policy: Mutex<Option<Policy>>,
 }
 
 impl Default for FailureTable {
@@ -189,6 +192,7 @@ impl Default for FailureTable {
             entries: Mutex::default(),
             key,
             changed: tokio::sync::Notify::new(),
+            policy: Mutex::new(None),
         }
     }
 }
@@ -207,6 +211,19 @@ impl FailureTable {
     /// that the authenticator built on a reload computes the same fingerprints.
     pub(super) fn key(&self) -> &[u8; 32] {
         &self.key
+    }
+
+    /// Makes `policy` the one in force (called by each new authenticator).
+    pub(super) fn set_policy(&self, policy: Policy) {
+        *self.policy.lock().unwrap_or_else(|p| p.into_inner()) = Some(policy);
+    }
+
+    /// The policy in force: the newest authenticator's, else `fallback`.
+    pub(super) fn policy_or(&self, fallback: Policy) -> Policy {
+        self.policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(fallback)
     }
 
     /// Signalled when a slot is released or turns into a failure: a check that got

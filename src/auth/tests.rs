@@ -267,11 +267,6 @@ async fn a_lockout_during_the_check_refuses_right_and_wrong_alike() {
             kind(&old.verify(IP, &creds("printer", "g1")).await),
             Want::No
         );
-        let new = auth_with(
-            &[("printer", "secret")],
-            &lockout_after(1),
-            old.failure_table(),
-        );
         let a = old.clone();
         let check = tokio::spawn(async move {
             let t = tokio::time::Instant::now();
@@ -282,6 +277,12 @@ async fn a_lockout_during_the_check_refuses_right_and_wrong_alike() {
         while old.failures.in_progress(Host::of(IP)) == 0 {
             tokio::task::yield_now().await;
         }
+        // A reload lowers the limit while the check runs.
+        let new = auth_with(
+            &[("printer", "secret")],
+            &lockout_after(1),
+            old.failure_table(),
+        );
         let locking = new.verify(IP, &creds("printer", "g2")).await;
         assert_eq!(kind(&locking), Want::Locked, "{pw}");
         answers.push(check.await.unwrap());
@@ -309,4 +310,40 @@ fn hashes_verify_and_generated_passwords_differ() {
     assert!(verify_password(&p, &h));
     assert!(!verify_password(&Secret::from("nope"), &h));
     assert!(!verify_password(&p, "not a hash"));
+}
+
+/// Sessions begun before a reload keep the old authenticator, but the lockout policy in
+/// force is the newest one: an old, shorter `lockout_duration` must not end a lockout
+/// early for everyone.
+#[tokio::test(start_paused = true)]
+async fn sessions_from_before_a_reload_follow_the_new_lockout_policy() {
+    use Want::*;
+    let brief = Limits {
+        lockout_failures: 2,
+        lockout_duration: Duration::from_nanos(1),
+        ..Limits::default()
+    };
+    let old = auth(&brief);
+    let new = auth_with(
+        &[("printer", "secret")],
+        &Limits {
+            lockout_duration: Duration::from_secs(3600),
+            ..brief.clone()
+        },
+        old.failure_table(),
+    );
+    for (a, pw, want) in [
+        (&new, "guess-1", No),
+        (&new, "guess-2", Locked),
+        // By the old policy this lockout ended a nanosecond after it began.
+        (&old, "guess-3", Locked),
+        (&old, "secret", Locked),
+        (&new, "secret", Locked),
+    ] {
+        assert_eq!(
+            kind(&a.verify(IP, &creds("printer", pw)).await),
+            want,
+            "{pw}"
+        );
+    }
 }
