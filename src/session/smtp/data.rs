@@ -30,6 +30,10 @@ use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 const SALVAGE_MAX: usize = 8 * 1024;
 /// How long the rest of such a reply may take once its first bytes (or the close) arrived.
 const SALVAGE_WAIT: Duration = Duration::from_secs(2);
+/// Once the upstream is gone mid-message, how much more of it is read and dropped (to
+/// keep the client's session in step) when the provider's SIZE is unknown; past that
+/// (or past SIZE and this much again) the client is answered and the session closed.
+const DISCARD_MAX: u64 = 128 * 1024 * 1024;
 
 /// Why forwarding stopped before the end of data.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +73,26 @@ impl Relay<'_> {
         // Set when the upstream interrupted the message, with the reply it sent if whole.
         let mut interrupted: Option<(Interrupt, Option<Reply>)> = None;
         let timeout = self.rt.config.limits.command_timeout;
+        let discard_max = self
+            .rt
+            .smtp_size(&self.account)
+            .map_or(DISCARD_MAX, |n| n.saturating_add(DISCARD_MAX / 16));
+        let mut discarded = 0u64;
         loop {
+            if self.up.is_none() && discarded > discard_max {
+                // The client goes on sending what nobody will take: answer now and
+                // close, since whatever it sends next is still message text.
+                warn!(
+                    discarded,
+                    "client kept sending a message the upstream refused; closing"
+                );
+                let text = match interrupted.take() {
+                    Some((_, Some(r))) => r.raw,
+                    _ => reply::DATA_LOST.as_bytes().to_vec(),
+                };
+                self.send(&text).await;
+                return false;
+            }
             if self.buf.is_empty() {
                 self.buf.reserve(DATA_READ);
                 let read = tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await;
@@ -104,6 +127,9 @@ impl Relay<'_> {
             let n = scan.end.unwrap_or(self.buf.len());
             let chunk = self.buf.split_to(n);
             size += n;
+            if self.up.is_none() {
+                discarded += n as u64;
+            }
             // After an interruption `up` is gone: the rest of the message is read and
             // dropped, so the client's next command is read as one.
             if !scanner.smuggled() && self.up.is_some() {

@@ -130,6 +130,44 @@ async fn upstream_refusal_mid_data_reaches_the_client_as_its_5xx() {
     }
 }
 
+/// After the upstream refused mid-message, the proxy reads the rest only up to the
+/// provider's SIZE and some slack: a client that keeps sending is answered and closed
+/// rather than read for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_on_past_a_refusal_is_closed() {
+    let gw = Gateway::with(
+        |ca| refusing(ca, AfterRefusal::Close).size(1024 * 1024),
+        |b| b,
+    )
+    .await;
+    let mut c = gw.logged_in().await;
+    for (cmd, want) in [
+        (format!("MAIL FROM:<{SENDER}>"), "250"),
+        (format!("RCPT TO:<{RCPT}>"), "250"),
+        ("DATA".to_owned(), "354"),
+    ] {
+        let r = c.cmd(&cmd).await;
+        assert!(r.starts_with(want), "{cmd}: {r}");
+    }
+    // 1 MiB SIZE + 8 MiB slack: the proxy stops reading after about 9 MiB.
+    let chunk = format!("{}\r\n", "x".repeat(1022)).repeat(1024);
+    let mut sent = 0usize;
+    while sent < 64 * 1024 * 1024 {
+        let io = c.io();
+        match tokio::time::timeout(WAIT, io.write_all(chunk.as_bytes())).await {
+            Ok(Ok(())) => sent += chunk.len(),
+            Ok(Err(_)) => break,
+            Err(_) => panic!("the proxy neither read nor closed after {sent} bytes"),
+        }
+    }
+    assert!(sent < 32 * 1024 * 1024, "still reading after {sent} bytes");
+    gw.proxy
+        .wait_for_log("client kept sending a message the upstream refused", WAIT)
+        .await;
+    assert!(gw.fake.messages().is_empty());
+    gw.assert_no_secret(&[]);
+}
+
 /// MAIL, RCPT, DATA, then the message and its terminator in one write, so that the
 /// proxy forwards them in one piece and reads a refusal only as the end of data's reply.
 async fn one_piece_transaction(c: &mut Client, message: &[u8]) -> String {
