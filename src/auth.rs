@@ -139,7 +139,12 @@ impl Authenticator {
     /// that already failed counts once. At `lockout_failures` the host is locked out for
     /// `lockout_duration` (logged once per lockout). A success forgives nothing.
     pub async fn verify(&self, ip: IpAddr, creds: &Credentials) -> Verdict {
-        let host = Host::of(ip);
+        self.verify_from(Host::of(ip), creds).await
+    }
+
+    /// [`Authenticator::verify`] for a client whose [`Host`] is known (a session knows
+    /// whether its client is on the proxy's own IPv6 /64: [`Host::of_peer`]).
+    pub async fn verify_from(&self, host: Host, creds: &Credentials) -> Verdict {
         if self.locked(host) {
             return Verdict::LockedOut;
         }

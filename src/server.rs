@@ -6,7 +6,7 @@
 //! accept, so a reload changes them for new connections without touching running ones.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -127,8 +127,7 @@ impl Sessions {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: usize, max_per_ip: usize) -> Result<Slot, Full> {
-        let host = Host::of(ip);
+    fn acquire(self: &Arc<Self>, host: Host, max: usize, max_per_ip: usize) -> Result<Slot, Full> {
         let mut c = self.counts();
         if c.total >= max {
             return Err(Full::Total);
@@ -244,11 +243,8 @@ async fn accept_loop(
             Err(p) => p.into_inner().clone(),
         };
         let limits = &rt.config.limits;
-        let slot = match sessions.acquire(
-            peer.ip(),
-            limits.max_sessions,
-            limits.max_sessions_per_ip,
-        ) {
+        let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
+        let slot = match sessions.acquire(host, limits.max_sessions, limits.max_sessions_per_ip) {
             Ok(slot) => slot,
             Err(full) => {
                 match full {
@@ -291,6 +287,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     /// (address, max_sessions, max_sessions_per_ip, expected, sessions to end first)
     type Step = (IpAddr, usize, usize, Result<(), Full>, usize);
@@ -321,7 +318,7 @@ mod tests {
             for _ in 0..*end {
                 held.remove(0);
             }
-            let got = table.acquire(*ip, *max, *per_ip);
+            let got = table.acquire(Host::of(*ip), *max, *per_ip);
             assert_eq!(
                 got.as_ref().map(|_| ()).map_err(|f| *f),
                 *want,
@@ -355,7 +352,7 @@ mod tests {
             ("10.0.0.2", Ok(())),
         ];
         for (i, (ip, want)) in steps.into_iter().enumerate() {
-            let got = table.acquire(ip.parse().unwrap(), 100, 2);
+            let got = table.acquire(Host::of(ip.parse().unwrap()), 100, 2);
             assert_eq!(
                 got.as_ref().map(|_| ()).map_err(|f| *f),
                 want,

@@ -188,7 +188,8 @@ pub struct Limits {
     pub upstream_data_timeout: Duration,
     /// Concurrent sessions (default 256).
     pub max_sessions: usize,
-    /// Concurrent sessions per client host: an IPv4 address or an IPv6 /64 (default 32).
+    /// Concurrent sessions per client host: an IPv4 address, or an IPv6 /64 unless the client
+    /// is on the proxy's own /64 (default 32).
     pub max_sessions_per_ip: usize,
     /// Failed logins per session before it is closed (default 3).
     pub max_auth_failures: u32,

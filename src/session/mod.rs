@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::Verdict;
 use crate::config::Account;
+use crate::host::Host;
 use crate::proto::{Action, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
 use crate::upstream::pool::Refill;
@@ -303,13 +304,14 @@ pub async fn run<P: LoginPhase>(
     rt.metrics.session_started(protocol);
     let started = Instant::now();
     let mut report = Report::new();
+    let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
     let client = ClientStream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(PRE_AUTH_READ);
     let logged_in = login_phase(
         &rt,
         client,
         &mut buf,
-        peer,
+        (peer, host),
         &mut phase,
         &shutdown,
         &mut report,
@@ -380,7 +382,7 @@ async fn login_phase<P: LoginPhase>(
     rt: &Runtime,
     mut client: ClientStream,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    (peer, host): (SocketAddr, Host),
     phase: &mut P,
     shutdown: &CancellationToken,
     report: &mut Report,
@@ -483,7 +485,7 @@ async fn login_phase<P: LoginPhase>(
             Action::Login(creds) => {
                 let mut pending: Option<LoggedIn> = None;
                 report.user = Some(creds.user.clone());
-                let outcome = match rt.auth.verify(peer.ip(), &creds).await {
+                let outcome = match rt.auth.verify_from(host, &creds).await {
                     Verdict::Accepted(account) => {
                         report.account = Some(account.id.clone());
                         match login_upstream(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await
