@@ -141,14 +141,7 @@ async fn a_client_sending_on_past_a_refusal_is_closed() {
     )
     .await;
     let mut c = gw.logged_in().await;
-    for (cmd, want) in [
-        (format!("MAIL FROM:<{SENDER}>"), "250"),
-        (format!("RCPT TO:<{RCPT}>"), "250"),
-        ("DATA".to_owned(), "354"),
-    ] {
-        let r = c.cmd(&cmd).await;
-        assert!(r.starts_with(want), "{cmd}: {r}");
-    }
+    begin_data(&mut c).await;
     // 1 MiB SIZE + 8 MiB slack: the proxy stops reading after about 9 MiB.
     let chunk = format!("{}\r\n", "x".repeat(1022)).repeat(1024);
     let mut sent = 0usize;
@@ -168,9 +161,8 @@ async fn a_client_sending_on_past_a_refusal_is_closed() {
     gw.assert_no_secret(&[]);
 }
 
-/// MAIL, RCPT, DATA, then the message and its terminator in one write, so that the
-/// proxy forwards them in one piece and reads a refusal only as the end of data's reply.
-async fn one_piece_transaction(c: &mut Client, message: &[u8]) -> String {
+/// MAIL, RCPT and DATA, each answered as it should be (250, 250, 354).
+async fn begin_data(c: &mut Client) {
     for (cmd, want) in [
         (format!("MAIL FROM:<{SENDER}>"), "250"),
         (format!("RCPT TO:<{RCPT}>"), "250"),
@@ -179,6 +171,12 @@ async fn one_piece_transaction(c: &mut Client, message: &[u8]) -> String {
         let r = c.cmd(&cmd).await;
         assert!(r.starts_with(want), "{cmd}: {r}");
     }
+}
+
+/// MAIL, RCPT, DATA, then the message and its terminator in one write, so that the
+/// proxy forwards them in one piece and reads a refusal only as the end of data's reply.
+async fn one_piece_transaction(c: &mut Client, message: &[u8]) -> String {
+    begin_data(c).await;
     let mut wire = message.to_vec();
     wire.extend_from_slice(b".\r\n");
     c.send(&wire).await;
