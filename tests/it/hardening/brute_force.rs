@@ -33,14 +33,21 @@ fn count(proxy: &Proxy, needle: &str) -> usize {
     proxy.logs().lines().filter(|l| l.contains(needle)).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_slow_down_then_lock_out_one_address_only() {
-    let ca = TestCa::new("brute force CA");
+/// A fake QQ and a config whose lockout comes after `failures` distinct failures and
+/// lasts an hour (longer than any test). The CA must outlive the proxy.
+fn lockout_after(name: &str, failures: u32) -> (TestCa, FakeSmtp, ConfigBuilder) {
+    let ca = TestCa::new(name);
     let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
     let builder = smtp_builder(&ca, &smtp)
-        .limit("lockout_failures", "10")
-        .limit("lockout_duration", "\"1h\"")
-        .limit("max_auth_failures", "100");
+        .limit("lockout_failures", &failures.to_string())
+        .limit("lockout_duration", "\"1h\"");
+    (ca, smtp, builder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_slow_down_then_lock_out_one_address_only() {
+    let (_ca, smtp, builder) = lockout_after("brute force CA", 10);
+    let builder = builder.limit("max_auth_failures", "100");
     let proxy = Proxy::start_built(&builder, &[]).await;
     let addr = proxy.smtp_addr();
     let mut latencies = Vec::new();
@@ -132,12 +139,8 @@ async fn failures_slow_down_then_lock_out_one_address_only() {
 /// tells anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_guesses_cannot_outrun_the_lockout() {
-    let ca = TestCa::new("burst CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let builder = smtp_builder(&ca, &smtp)
-        .limit("lockout_failures", "10")
-        .limit("lockout_duration", "\"1h\"")
-        .limit("max_sessions_per_ip", "64");
+    let (_ca, _smtp, builder) = lockout_after("burst CA", 10);
+    let builder = builder.limit("max_sessions_per_ip", "64");
     let proxy = Proxy::start_built(&builder, &[]).await;
     let addr = proxy.smtp_addr();
     // Unknown users are checked against a dummy hash with the proxy's full argon2 cost
@@ -181,11 +184,7 @@ async fn concurrent_guesses_cannot_outrun_the_lockout() {
 /// other wrong passwords make ten distinct failures, and lock it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_wrong_password_counts_once() {
-    let ca = TestCa::new("stale device CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let builder = smtp_builder(&ca, &smtp)
-        .limit("lockout_failures", "10")
-        .limit("lockout_duration", "\"1h\"");
+    let (_ca, _smtp, builder) = lockout_after("stale device CA", 10);
     let proxy = Proxy::start_built(&builder, &[]).await;
     let addr = proxy.smtp_addr();
     for n in 1..=20 {
@@ -231,11 +230,7 @@ async fn a_repeated_wrong_password_counts_once() {
 /// successes forgive nothing, so the guesses still add up to a lockout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_victims_logins_between_guesses_do_not_reset_the_count() {
-    let ca = TestCa::new("victim CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let builder = smtp_builder(&ca, &smtp)
-        .limit("lockout_failures", "3")
-        .limit("lockout_duration", "\"1h\"");
+    let (_ca, _smtp, builder) = lockout_after("victim CA", 3);
     let proxy = Proxy::start_built(&builder, &[]).await;
     let addr = proxy.smtp_addr();
     let (ok, no) = ("235 ", "535 ");
@@ -270,11 +265,7 @@ async fn auth_reply(addr: SocketAddr, source: Option<IpAddr>, user: &str, pw: &s
 async fn interleaved_logins_and_reloads_do_not_reset_the_count() {
     const SCANNER_PASSWORD: &str = "Sc4nner-Pa55";
     const NEW_PASSWORD: &str = "N3w-Pr1nter-Pa55";
-    let ca = TestCa::new("reload lockout CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let builder = smtp_builder(&ca, &smtp)
-        .limit("lockout_failures", "3")
-        .limit("lockout_duration", "\"1h\"");
+    let (_ca, _smtp, builder) = lockout_after("reload lockout CA", 3);
     let base = builder.build();
     let scanner = crate::cli::user_toml("scanner", SCANNER_PASSWORD, "main");
     let with_scanner = format!("{base}{scanner}");
