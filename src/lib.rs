@@ -14,8 +14,8 @@
 //! `config` turns TOML and `QQMAIL_*` variables into typed settings, `providers` holds
 //! the presets, `secrets` the zeroizing `Secret`, `host` which addresses the
 //! per-address limits count as one client, `runtime` what sessions share, `state`
-//! generated local logins, `metrics` + `admin` the health and Prometheus endpoint, and
-//! `cli` the command line.
+//! generated local logins, `logging` the escaping of every logged value, `metrics` +
+//! `admin` the health and Prometheus endpoint, and `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +24,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod proto;

@@ -22,12 +22,19 @@ pub fn init_logging(format: LogFormat) {
         // rustls warns about every client that sends an IP address as SNI (GnuTLS does);
         // harmless, so it is quiet unless RUST_LOG asks for it.
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Client-chosen text is escaped where it is written, for every field of every line
+    // (crate::logging): a CR, LF or ESC in a user name cannot forge a line.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .with_writer(crate::logging::JsonWriter(std::io::stderr))
+            .json()
+            .try_init(),
+        LogFormat::Text => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(crate::logging::use_colour())
+            .fmt_fields(crate::logging::EscapedFields)
+            .try_init(),
     };
 }
 

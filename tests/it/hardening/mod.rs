@@ -19,6 +19,7 @@ use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
 mod brute_force;
 mod files;
 mod limits;
+mod log_forgery;
 mod slowloris;
 mod soak;
 mod upstream_faults;
