@@ -5,9 +5,9 @@
 //! The session caps are plain counters checked against the runtime in force at each
 //! accept, so a reload changes them for new connections without touching running ones.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -100,13 +100,64 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// sized at start: the limits are read from the runtime in force at each accept, so a
 /// reload applies to the next connection. Lowering a limit below the sessions running
 /// closes none of them; new connections are refused until enough have ended.
-#[derive(Default)]
-struct Sessions(Mutex<Counts>);
+///
+/// Sessions still logging in have their own, smaller share of `max_sessions`
+/// ([`pre_login_share`]): idle sockets that never log in (a few addresses, each at its
+/// `max_sessions_per_ip`) would otherwise hold every slot. When that share or the total
+/// is full, the pre-login session idle longest is shed to make room, so a new device
+/// still gets in and logged-in users are never crowded out by sockets that only wait.
+struct Sessions {
+    counts: Mutex<Counts>,
+    /// What [`Seat::active`] times are measured from.
+    epoch: std::time::Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            counts: Mutex::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
 
 #[derive(Default)]
 struct Counts {
     total: usize,
     per_ip: HashMap<Host, usize>,
+    /// Sessions that have not logged in yet, by id (oldest first).
+    pre_login: BTreeMap<u64, (Host, Arc<SeatState>)>,
+}
+
+impl Counts {
+    /// Frees one slot of `host`.
+    fn release(&mut self, host: Host) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_ip.get_mut(&host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&host);
+            }
+        }
+    }
+}
+
+/// What a session and the table share about it.
+struct SeatState {
+    /// When the client last sent bytes, in milliseconds since [`Sessions::epoch`].
+    active_ms: AtomicU64,
+    /// Set (under the table's lock) when the table shed the session: its slot is then
+    /// released already.
+    shed: AtomicBool,
+    /// Cancelled to shed the session (the session's own shutdown token).
+    token: CancellationToken,
+}
+
+/// The pre-login share of `max_sessions`: a quarter (at least one). Logging in takes a
+/// round trip or two, so a quarter of the slots serves far more devices logging in at
+/// once than any office has, and leaves three quarters for sessions that logged in.
+pub fn pre_login_share(max_sessions: usize) -> usize {
+    (max_sessions / 4).max(1)
 }
 
 /// Which cap refused a connection.
@@ -116,44 +167,133 @@ enum Full {
     PerIp,
 }
 
+/// What an accepted connection got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    /// A free slot.
+    Free,
+    /// The slot of the pre-login session with this id, shed for it.
+    Shed(u64),
+}
+
 /// One running session's place in [`Sessions`]; dropping it frees the place.
 struct Slot {
     table: Arc<Sessions>,
     host: Host,
+    id: u64,
+    protocol: Protocol,
+    state: Arc<SeatState>,
+}
+
+/// A connection asking for a slot.
+struct Arrival {
+    host: Host,
+    /// The session id (they grow, so a lower one is older).
+    id: u64,
+    protocol: Protocol,
+    /// The session's shutdown token, cancelled if it is shed later.
+    token: CancellationToken,
 }
 
 impl Sessions {
     fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn acquire(self: &Arc<Self>, host: Host, max: usize, max_per_ip: usize) -> Result<Slot, Full> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A slot for a new session, shedding the pre-login session idle longest if the
+    /// total or the pre-login share is full.
+    fn acquire(
+        self: &Arc<Self>,
+        arrival: Arrival,
+        max: usize,
+        max_per_ip: usize,
+    ) -> Result<(Slot, Admitted), Full> {
+        let Arrival {
+            host,
+            id,
+            protocol,
+            token,
+        } = arrival;
         let mut c = self.counts();
-        if c.total >= max {
-            return Err(Full::Total);
-        }
         if c.per_ip.get(&host).copied().unwrap_or(0) >= max_per_ip {
             return Err(Full::PerIp);
         }
+        let share = pre_login_share(max);
+        let mut admitted = Admitted::Free;
+        if c.total >= max || c.pre_login.len() >= share {
+            // Shed only when that makes room: after a reload lowered the limits, the
+            // sessions above them are not closed for nothing.
+            let room = c.total < max + 1 && c.pre_login.len() < share + 1;
+            let victim = c
+                .pre_login
+                .iter()
+                .min_by_key(|(id, (_, s))| (s.active_ms.load(Ordering::Relaxed), **id))
+                .map(|(id, _)| *id);
+            match victim.filter(|_| room) {
+                Some(victim) => {
+                    if let Some((victim_host, state)) = c.pre_login.remove(&victim) {
+                        state.shed.store(true, Ordering::Relaxed);
+                        state.token.cancel();
+                        c.release(victim_host);
+                    }
+                    admitted = Admitted::Shed(victim);
+                }
+                None => return Err(Full::Total),
+            }
+        }
+        let state = Arc::new(SeatState {
+            active_ms: AtomicU64::new(self.now_ms()),
+            shed: AtomicBool::new(false),
+            token,
+        });
         *c.per_ip.entry(host).or_insert(0) += 1;
         c.total += 1;
-        Ok(Slot {
-            table: self.clone(),
-            host,
-        })
+        c.pre_login.insert(id, (host, state.clone()));
+        Ok((
+            Slot {
+                table: self.clone(),
+                host,
+                id,
+                protocol,
+                state,
+            },
+            admitted,
+        ))
     }
 }
-
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.table.counts();
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.host) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                c.per_ip.remove(&self.host);
-            }
+        if self.state.shed.load(Ordering::Relaxed) {
+            return;
         }
+        c.pre_login.remove(&self.id);
+        c.release(self.host);
+    }
+}
+
+impl session::Seat for Slot {
+    fn active(&self) {
+        self.state
+            .active_ms
+            .store(self.table.now_ms(), Ordering::Relaxed);
+    }
+
+    fn logged_in(&self) {
+        self.table.counts().pre_login.remove(&self.id);
+    }
+
+    fn shed_reply(&self) -> Option<&'static [u8]> {
+        // Read under the lock that sets it, so the answer matches the table's.
+        let _c = self.table.counts();
+        self.state
+            .shed
+            .load(Ordering::Relaxed)
+            .then(|| busy_reply(self.protocol))
     }
 }
 
@@ -244,8 +384,27 @@ async fn accept_loop(
         };
         let limits = &rt.config.limits;
         let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
-        let slot = match sessions.acquire(host, limits.max_sessions, limits.max_sessions_per_ip) {
-            Ok(slot) => slot,
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let token = shutdown.child_token();
+        let arrival = Arrival {
+            host,
+            id,
+            protocol,
+            token: token.clone(),
+        };
+        let slot = match sessions.acquire(arrival, limits.max_sessions, limits.max_sessions_per_ip)
+        {
+            Ok((slot, admitted)) => {
+                if let Admitted::Shed(victim) = admitted {
+                    info!(
+                        client = %peer,
+                        %protocol,
+                        shed = victim,
+                        "sessions full: closing the pre-login session idle longest to make room"
+                    );
+                }
+                slot
+            }
             Err(full) => {
                 match full {
                     Full::Total => {
@@ -259,9 +418,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let id = ids.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("session", id, proto = protocol.name(), client = %peer);
-        let token = shutdown.child_token();
         // The session frees its slot itself, before it logs its end: whoever sees that
         // line (a test, an operator) may connect again at once.
         tracker.spawn(
@@ -285,83 +442,4 @@ async fn accept_loop(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::IpAddr;
-
-    /// (address, max_sessions, max_sessions_per_ip, expected, sessions to end first)
-    type Step = (IpAddr, usize, usize, Result<(), Full>, usize);
-
-    /// Session slots under limits that change between accepts, as a reload changes them.
-    #[test]
-    fn limits_in_force_at_each_accept() {
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let table = Arc::new(Sessions::default());
-        let mut held = Vec::new();
-        #[rustfmt::skip]
-        let steps: &[Step] = &[
-            (a, 2, 2, Ok(()), 0),
-            (b, 2, 2, Ok(()), 0),
-            (a, 2, 2, Err(Full::Total), 0),
-            // Raised by a reload: the next connection gets in.
-            (a, 3, 2, Ok(()), 0),
-            (a, 4, 2, Err(Full::PerIp), 0),
-            (a, 4, 3, Ok(()), 0),
-            // Lowered below the four running: all keep running, new ones are refused...
-            (b, 2, 3, Err(Full::Total), 0),
-            (b, 2, 3, Err(Full::Total), 2),
-            // ...until enough have ended.
-            (b, 2, 3, Ok(()), 1),
-        ];
-        for (i, (ip, max, per_ip, want, end)) in steps.iter().enumerate() {
-            for _ in 0..*end {
-                held.remove(0);
-            }
-            let got = table.acquire(Host::of(*ip), *max, *per_ip);
-            assert_eq!(
-                got.as_ref().map(|_| ()).map_err(|f| *f),
-                *want,
-                "step {}",
-                i + 1
-            );
-            if let Ok(slot) = got {
-                held.push(slot);
-            }
-        }
-        drop(held);
-        let c = table.counts();
-        assert_eq!((c.total, c.per_ip.len()), (0, 0));
-    }
-
-    /// The per-address cap counts an IPv6 /64 as one host, and IPv4-mapped IPv6 as the
-    /// IPv4 address.
-    #[test]
-    fn the_per_address_cap_is_per_host() {
-        let table = Arc::new(Sessions::default());
-        let mut held = Vec::new();
-        #[rustfmt::skip]
-        let steps = [
-            ("2001:db8:1:2::1", Ok(())),
-            ("2001:db8:1:2::2", Ok(())),
-            ("2001:db8:1:2:ffff:ffff:ffff:ffff", Err(Full::PerIp)),
-            ("2001:db8:1:3::1", Ok(())),
-            ("::ffff:10.0.0.1", Ok(())),
-            ("10.0.0.1", Ok(())),
-            ("10.0.0.1", Err(Full::PerIp)),
-            ("10.0.0.2", Ok(())),
-        ];
-        for (i, (ip, want)) in steps.into_iter().enumerate() {
-            let got = table.acquire(Host::of(ip.parse().unwrap()), 100, 2);
-            assert_eq!(
-                got.as_ref().map(|_| ()).map_err(|f| *f),
-                want,
-                "step {} ({ip})",
-                i + 1
-            );
-            held.extend(got.ok());
-        }
-        drop(held);
-        assert_eq!(table.counts().per_ip.len(), 0);
-    }
-}
+mod tests;

@@ -50,6 +50,8 @@ pub enum Outcome {
     Error,
     /// The proxy shut down.
     Shutdown,
+    /// Still logging in when the sessions were full: closed to make room for a new one.
+    Shed,
 }
 
 impl Outcome {
@@ -64,6 +66,7 @@ impl Outcome {
             Outcome::TlsFailed => "tls_failed",
             Outcome::Error => "error",
             Outcome::Shutdown => "shutdown",
+            Outcome::Shed => "shed",
         }
     }
 }
@@ -99,6 +102,19 @@ impl Report {
             auth_failures: 0,
         }
     }
+}
+
+/// A session's place in the server's session table, as the pipeline reports to it: the
+/// table sheds the pre-login session idle longest when it is full (see `server`).
+pub trait Seat: Send + Sync {
+    /// The client sent bytes before logging in.
+    fn active(&self);
+    /// The client logged in (or, allow-listed, began to send mail): the session no longer
+    /// counts as a pre-login one and is never shed.
+    fn logged_in(&self);
+    /// When the table shed this session (its shutdown token was cancelled for that): the
+    /// reply to send before closing.
+    fn shed_reply(&self) -> Option<&'static [u8]>;
 }
 
 /// A logged-in upstream of any protocol.
@@ -298,7 +314,7 @@ pub async fn run<P: LoginPhase>(
     peer: SocketAddr,
     mut phase: P,
     shutdown: CancellationToken,
-    slot: impl Send,
+    slot: impl Seat,
 ) -> Report {
     let protocol = P::PROTOCOL;
     rt.metrics.session_started(protocol);
@@ -313,7 +329,7 @@ pub async fn run<P: LoginPhase>(
         &mut buf,
         (peer, host),
         &mut phase,
-        &shutdown,
+        (&shutdown, &slot),
         &mut report,
     )
     .await;
@@ -384,7 +400,7 @@ async fn login_phase<P: LoginPhase>(
     buf: &mut BytesMut,
     (peer, host): (SocketAddr, Host),
     phase: &mut P,
-    shutdown: &CancellationToken,
+    (shutdown, seat): (&CancellationToken, &dyn Seat),
     report: &mut Report,
 ) -> Option<(ClientStream, LoggedIn)> {
     let client = &mut client;
@@ -403,7 +419,10 @@ async fn login_phase<P: LoginPhase>(
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let before = buf.len();
                 match read_more(client, buf, left, shutdown).await {
-                    Read::Data => report.from_client += (buf.len() - before) as u64,
+                    Read::Data => {
+                        seat.active();
+                        report.from_client += (buf.len() - before) as u64;
+                    }
                     Read::Eof => {
                         report.outcome = if report.auth_failures > 0 {
                             Outcome::AuthFailed
@@ -424,14 +443,12 @@ async fn login_phase<P: LoginPhase>(
                         return None;
                     }
                     Read::Shutdown => {
-                        let _ = send(
-                            client,
-                            &phase.shutdown_reply(),
-                            Duration::from_secs(1),
-                            report,
-                        )
-                        .await;
-                        report.outcome = Outcome::Shutdown;
+                        let (reply, outcome) = match seat.shed_reply() {
+                            Some(busy) => (busy.to_vec(), Outcome::Shed),
+                            None => (phase.shutdown_reply(), Outcome::Shutdown),
+                        };
+                        let _ = send(client, &reply, Duration::from_secs(1), report).await;
+                        report.outcome = outcome;
                         return None;
                     }
                     Read::Error(e) => {
@@ -540,6 +557,7 @@ async fn login_phase<P: LoginPhase>(
                             return None;
                         }
                         if succeeded {
+                            seat.logged_in();
                             report.outcome = Outcome::Ok;
                             return pending.take().map(|done| (take(client), done));
                         }
@@ -562,6 +580,7 @@ async fn login_phase<P: LoginPhase>(
                     .cloned();
                 return match account {
                     Some(a) => {
+                        seat.logged_in();
                         report.account = Some(a.id.clone());
                         Some((take(client), LoggedIn::Unauthenticated(a)))
                     }

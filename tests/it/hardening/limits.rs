@@ -59,24 +59,91 @@ async fn max_sessions_counts_all_protocols() {
     let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
     let builder = all_listeners(&ca, &smtp).limit("max_sessions", "3");
     let proxy = Proxy::start_built(&builder, &[]).await;
+    // Three logged-in sessions fill the limit: every listener refuses the next one.
     let mut held = Vec::new();
-    for (protocol, _) in BUSY {
-        let (c, first) = open(addr_of(&proxy, protocol), None).await;
-        assert!(!first.contains("Too many"), "{protocol}: {first}");
+    for _ in 0..3 {
+        let (c, auth) = smtp_login(proxy.smtp_addr(), None, USER, PASSWORD).await;
+        assert!(auth.text().starts_with("235 "));
         held.push(c);
     }
     assert_refused_everywhere(&proxy, None).await;
     // Even from another address: the limit is global.
     assert_refused_everywhere(&proxy, Some(OTHER_IP)).await;
-    // A session that ends frees its slot.
+    // A session that ends frees its slot, for any protocol.
     let mark = proxy.log_mark();
     assert_eq!(held[0].cmd("QUIT").await.text(), "221 2.0.0 Bye\r\n");
     proxy
         .wait_for_log_since(mark, "session end", REPLY_WAIT)
         .await;
-    let (mut c, first) = open(proxy.smtp_addr(), None).await;
-    assert!(first.starts_with("220 "), "{first}");
-    assert_eq!(c.cmd("QUIT").await.text(), "221 2.0.0 Bye\r\n");
+    let (mut c, first) = open(proxy.imap_addr(), None).await;
+    assert!(first.starts_with("* OK"), "{first}");
+    assert!(c.send(b"a LOGOUT\r\n").await, "the IMAP session is usable");
+    let (rest, eof) = c.read_to_eof(REPLY_WAIT).await;
+    assert!(eof && rest.contains("a OK"), "{rest}");
+    proxy.assert_no_secret(&secrets());
+}
+
+/// Issue 16 item 8: idle sockets that never log in, from a few addresses each at its
+/// `max_sessions_per_ip`, used to hold every slot of every protocol. Now they get a
+/// quarter of `max_sessions`; beyond it the one idle longest is shed (with the busy
+/// reply), so a new device still gets in, logs in and sends, and a user who logged in
+/// before the flood keeps working.
+#[tokio::test]
+async fn idle_pre_login_sockets_cannot_hold_every_slot() {
+    let ca = TestCa::new("slot exhaustion CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let builder = all_listeners(&ca, &smtp)
+        .limit("max_sessions", "16")
+        .limit("max_sessions_per_ip", "2");
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let (mut user, auth) = smtp_login(proxy.smtp_addr(), None, USER, PASSWORD).await;
+    assert!(auth.text().starts_with("235 "));
+    // Eight addresses, two idle sockets each, spread over the three protocols.
+    let protocols = ["smtp", "imap", "pop3"];
+    let mut idle = Vec::new();
+    for i in 0..16u8 {
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i / 2));
+        let protocol = protocols[usize::from(i) % 3];
+        let (c, first) = open(addr_of(&proxy, protocol), Some(source)).await;
+        idle.push((protocol, c, first));
+    }
+    // A new device: greeted, logs in, sends.
+    let device = IpAddr::V4(Ipv4Addr::new(127, 0, 2, 1));
+    let (mut printer, auth) = smtp_login(proxy.smtp_addr(), Some(device), USER, PASSWORD).await;
+    assert!(auth.text().starts_with("235 "));
+    let sent = send_message(&mut printer, b"Subject: scan\r\n\r\nscan\r\n").await;
+    assert!(sent.text().starts_with("250 "));
+    // The user from before the flood was never shed.
+    assert!(user.cmd("NOOP").await.text().starts_with("250 "));
+    let sent = send_message(&mut user, b"Subject: still here\r\n\r\nyes\r\n").await;
+    assert!(sent.text().starts_with("250 "));
+    // The idle sockets shed were told why, then closed; at most the share (4) is left.
+    let mut shed = 0;
+    let mut left = 0;
+    for (protocol, mut c, first) in idle {
+        let busy = BUSY
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .expect("protocol")
+            .1;
+        if first == busy {
+            shed += 1; // refused at once: also fine, it never held a slot
+            continue;
+        }
+        let (rest, eof) = c.read_to_eof(Duration::from_millis(300)).await;
+        if eof {
+            assert_eq!(rest, busy, "{protocol}: {first}{rest}");
+            shed += 1;
+        } else {
+            left += 1;
+        }
+    }
+    assert!(left <= 4, "{left} idle pre-login sessions still held");
+    assert!(shed >= 12, "only {shed} shed");
+    assert!(proxy
+        .logs()
+        .contains("closing the pre-login session idle longest"));
+    assert!(proxy.logs().contains("\"result\":\"shed\""));
     proxy.assert_no_secret(&secrets());
 }
 
@@ -102,11 +169,20 @@ async fn max_sessions_per_ip_spares_other_addresses() {
     proxy.assert_no_secret(&secrets());
 }
 
-/// Opens an SMTP connection from `source`: true if greeted, false if refused as busy.
+/// Opens an SMTP connection from `source`: true if greeted (and then logged in, so that
+/// it holds its slot for good: an idle pre-login session could be shed), false if
+/// refused as busy.
 async fn greeted(proxy: &Proxy, source: Option<IpAddr>) -> (Client, bool) {
-    let (c, first) = open(proxy.smtp_addr(), source).await;
+    let (mut c, first) = open(proxy.smtp_addr(), source).await;
     match first.as_str() {
-        f if f.starts_with("220 ") => (c, true),
+        f if f.starts_with("220 ") => {
+            assert!(c.cmd("EHLO limits.test").await.text().starts_with("250"));
+            let auth = c
+                .cmd(&format!("AUTH PLAIN {}", plain(USER, PASSWORD)))
+                .await;
+            assert!(auth.text().starts_with("235 "));
+            (c, true)
+        }
         f if f == BUSY[0].1 => (c, false),
         f => panic!("neither a greeting nor busy: {f}"),
     }
