@@ -204,7 +204,7 @@ async fn idle_flood_with_default_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_flood_with_raised_limits() {
     flood(
-        &[("max_sessions_per_ip", "1000"), ("max_sessions", "2000")],
+        &[("max_sessions_per_ip", "1000"), ("max_sessions", "4000")],
         true,
     )
     .await;
