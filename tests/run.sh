@@ -15,6 +15,8 @@ step() {
   if "$@" 2>&1 | tee -a "$log"; then :; else failed_steps+=("$name"); fi
 }
 
+# Cargo.toml's rust-version must be the real minimum of the locked tree.
+step "msrv" bash tests/msrv.sh
 step "cargo test" cargo test --all-targets --no-fail-fast
 # The container recipe reuses that build (a static link of the same objects).
 step "docker (podman, offline)" bash tests/docker/run.sh
