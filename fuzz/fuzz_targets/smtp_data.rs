@@ -39,27 +39,29 @@ fn scan(stream: &[u8], sizes: &[usize]) -> (Option<usize>, Option<usize>) {
     (None, smuggling)
 }
 
-/// The same answer the slow way: walk every line start (the stream's start counts as
-/// one that follows a CRLF, since DATA's own line ended in CRLF).
+/// The same answer the slow way: every dot at a line start, in order. A line starts
+/// after any LF or CR (the stream's start counts as following a CRLF, since DATA's own
+/// line ended in one); the break before the dot was a CRLF only if it was an LF after a
+/// CR. The index reported is that of the byte that decided the dot line.
 fn reference(stream: &[u8]) -> (Option<usize>, Option<usize>) {
     let mut smuggling = None;
-    let mut starts = vec![(0usize, true)];
-    starts.extend(
-        stream
-            .iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'\n')
-            .map(|(i, _)| (i + 1, i > 0 && stream[i - 1] == b'\r')),
-    );
-    for (start, after_crlf) in starts {
-        let line = &stream[start..];
-        if line.starts_with(b".\r\n") {
-            if after_crlf {
-                return (Some(start + 3), smuggling);
+    for (i, _) in stream.iter().enumerate().filter(|(_, &b)| b == b'.') {
+        let before = match i.checked_sub(1).map(|p| stream[p]) {
+            None => Some(true),
+            Some(b'\n') => Some(i >= 2 && stream[i - 2] == b'\r'),
+            Some(b'\r') => Some(false),
+            Some(_) => None,
+        };
+        let Some(crlf_before) = before else { continue };
+        match (stream.get(i + 1), stream.get(i + 2)) {
+            (Some(b'\n'), _) => {
+                smuggling.get_or_insert(i + 1);
             }
-            smuggling.get_or_insert(start + 2);
-        } else if line.starts_with(b".\n") {
-            smuggling.get_or_insert(start + 1);
+            (Some(b'\r'), Some(b'\n')) if crlf_before => return (Some(i + 3), smuggling),
+            (Some(b'\r'), Some(_)) => {
+                smuggling.get_or_insert(i + 2);
+            }
+            _ => {}
         }
     }
     (None, smuggling)
