@@ -1,7 +1,8 @@
-//! Fuzz target: the DATA end scanner and the From rewriter. `DataScanner` fed in
+//! Fuzz target: the DATA end scanner, the From rewriter and the header collector. `DataScanner` fed in
 //! arbitrary chunks must report the same end and smuggling position as when fed the
-//! whole stream, and both must match a naive reference; `header::rewrite_from` and
-//! `header::header_end` must never panic, and a rewrite must be stable.
+//! whole stream, and both must match a naive reference; `header::rewrite_originator` and
+//! `header::header_end` must never panic, a rewrite must be stable, and the
+//! `header::HeaderCollector` must decide the same at any chunking.
 //!
 //! Input layout: byte 0 and 1 pick chunk sizes (cycled), the rest is the stream.
 #![no_main]
@@ -67,6 +68,24 @@ fn reference(stream: &[u8]) -> (Option<usize>, Option<usize>) {
     (None, smuggling)
 }
 
+/// What a header collector (limit `limit`) sends of `stream` fed in `size`-byte pieces,
+/// the last one marked as the end of data; `None` when it refuses the message.
+fn collect(stream: &[u8], size: usize, limit: usize) -> Option<Vec<u8>> {
+    let mut c = header::HeaderCollector::new(limit);
+    let pieces: Vec<&[u8]> = stream.chunks(size).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        match c.feed(piece, i + 1 == pieces.len(), ACCOUNT) {
+            header::Headers::NeedMore => {}
+            header::Headers::TooLarge => return None,
+            header::Headers::Ready(mut out) => {
+                out.extend(pieces[i + 1..].iter().flat_map(|p| p.iter()));
+                return Some(out);
+            }
+        }
+    }
+    Some(Vec::new())
+}
+
 fuzz_target!(|data: &[u8]| {
     let sizes: Vec<usize> = data.iter().take(2).map(|&b| usize::from(b) + 1).collect();
     let stream = data.get(2..).unwrap_or_default();
@@ -90,12 +109,22 @@ fuzz_target!(|data: &[u8]| {
         assert!(end <= stream.len());
     }
     let block = &stream[..end.unwrap_or(stream.len())];
-    if let Some(out) = header::rewrite_from(block, ACCOUNT) {
+    if let Some(out) = header::rewrite_originator(block, ACCOUNT) {
         // The rewritten block already names the account: a second pass changes nothing.
         assert_eq!(
-            header::rewrite_from(&out, ACCOUNT),
+            header::rewrite_originator(&out, ACCOUNT),
             None,
             "rewrite is not stable"
+        );
+    }
+
+    // The header collector: chunking never changes what it sends or whether it refuses.
+    if !stream.is_empty() {
+        let limit = usize::from(data[0]);
+        assert_eq!(
+            collect(stream, sizes[0], limit),
+            collect(stream, stream.len(), limit),
+            "chunking changed the header collector's result"
         );
     }
 });

@@ -1,6 +1,8 @@
-//! Issue 16 item 6, as an attack against the real binary with a recording upstream: a dot
-//! line behind a bare CR (`\r\n.\r`, `\r.\r\n`, `\r.\r`) is refused like the bare-LF
-//! forms and nothing of it reaches the upstream.
+//! Issue 16 items 6 and 10, as attacks against the real binary with a recording upstream:
+//! a dot line behind a bare CR (`\r\n.\r`, `\r.\r\n`, `\r.\r`) is refused like the bare-LF
+//! forms and nothing of it reaches the upstream; in `rewrite_sender = "header"` mode a
+//! header block over 256 KiB is refused rather than relayed with its From unchecked, and
+//! a `Sender` field is dropped.
 
 use super::*;
 
@@ -61,5 +63,46 @@ async fn bare_cr_dot_line_is_refused_and_never_reaches_upstream() {
             .any(|c| c.contains("evil@") || c.contains("victim@") || c.contains("smuggled")),
         "a smuggled command reached the upstream: {commands:#?}"
     );
+    gw.assert_no_secret(&[]);
+}
+
+#[tokio::test]
+async fn header_mode_refuses_an_oversized_header_block() {
+    let gw = Gateway::with(SmtpOptions::implicit, |b| b.rewrite_sender("header")).await;
+    let mut c = gw.logged_in().await;
+    // 300 KiB of header lines, then a foreign From past the 256 KiB limit.
+    let mut wire = b"Subject: big header\r\n".to_vec();
+    let mut n = 0;
+    while wire.len() < 300 * 1024 {
+        wire.extend_from_slice(format!("X-Pad-{n}: {}\r\n", "p".repeat(70)).as_bytes());
+        n += 1;
+    }
+    wire.extend_from_slice(b"From: \"Boss\" <boss@evil.example>\r\n\r\nPay the invoice.\r\n");
+    begin(&mut c).await;
+    c.send(&wire).await;
+    c.send(b".\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("552 5.3.4 "), "{r}");
+    assert!(
+        r.contains("header") && r.contains("256 KiB"),
+        "says why: {r}"
+    );
+    // Nothing reached the upstream's DATA, and no message was relayed.
+    let cut = gw.fake.wait_cut_off_data(1, WAIT).await;
+    assert_eq!(cut, vec![Vec::<u8>::new()], "bytes sent upstream");
+    assert!(gw.fake.messages().is_empty(), "{:#?}", gw.fake.messages());
+    // The session goes on; a Sender (folded here) is dropped with the From rewritten.
+    let text = format!(
+        "From: \"Scanner\" <{SENDER}>\r\nSender: \"Boss\"\r\n <boss@evil.example>\r\n\
+         Subject: s\r\n\r\nbody\r\n"
+    );
+    let want = format!(
+        "From: \"Scanner\" <{DEFAULT_USER}>\r\nReply-To: \"Scanner\" <{SENDER}>\r\n\
+         Subject: s\r\n\r\nbody\r\n"
+    );
+    let r = c.send_message(&[RCPT], text.as_bytes()).await;
+    assert!(r.starts_with("250 "), "{r}");
+    let got = gw.fake.wait_messages(1, WAIT).await;
+    assert_relayed(&got[0], &[RCPT], &recorded_form(want.as_bytes()));
     gw.assert_no_secret(&[]);
 }
