@@ -1,7 +1,8 @@
-//! Fuzz target: the DATA end scanner and the From rewriter. `DataScanner` fed in
+//! Fuzz target: the DATA end scanner, the From rewriter and the header collector. `DataScanner` fed in
 //! arbitrary chunks must report the same end and smuggling position as when fed the
-//! whole stream, and both must match a naive reference; `header::rewrite_from` and
-//! `header::header_end` must never panic, and a rewrite must be stable.
+//! whole stream, and both must match a naive reference; `header::rewrite_originator` and
+//! `header::header_end` must never panic, a rewrite must be stable, and the
+//! `header::HeaderCollector` must decide the same at any chunking.
 //!
 //! Input layout: byte 0 and 1 pick chunk sizes (cycled), the rest is the stream.
 #![no_main]
@@ -39,30 +40,50 @@ fn scan(stream: &[u8], sizes: &[usize]) -> (Option<usize>, Option<usize>) {
     (None, smuggling)
 }
 
-/// The same answer the slow way: walk every line start (the stream's start counts as
-/// one that follows a CRLF, since DATA's own line ended in CRLF).
+/// The same answer the slow way: every dot at a line start, in order. A line starts
+/// after any LF or CR (the stream's start counts as following a CRLF, since DATA's own
+/// line ended in one); the break before the dot was a CRLF only if it was an LF after a
+/// CR. The index reported is that of the byte that decided the dot line.
 fn reference(stream: &[u8]) -> (Option<usize>, Option<usize>) {
     let mut smuggling = None;
-    let mut starts = vec![(0usize, true)];
-    starts.extend(
-        stream
-            .iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'\n')
-            .map(|(i, _)| (i + 1, i > 0 && stream[i - 1] == b'\r')),
-    );
-    for (start, after_crlf) in starts {
-        let line = &stream[start..];
-        if line.starts_with(b".\r\n") {
-            if after_crlf {
-                return (Some(start + 3), smuggling);
+    for (i, _) in stream.iter().enumerate().filter(|(_, &b)| b == b'.') {
+        let before = match i.checked_sub(1).map(|p| stream[p]) {
+            None => Some(true),
+            Some(b'\n') => Some(i >= 2 && stream[i - 2] == b'\r'),
+            Some(b'\r') => Some(false),
+            Some(_) => None,
+        };
+        let Some(crlf_before) = before else { continue };
+        match (stream.get(i + 1), stream.get(i + 2)) {
+            (Some(b'\n'), _) => {
+                smuggling.get_or_insert(i + 1);
             }
-            smuggling.get_or_insert(start + 2);
-        } else if line.starts_with(b".\n") {
-            smuggling.get_or_insert(start + 1);
+            (Some(b'\r'), Some(b'\n')) if crlf_before => return (Some(i + 3), smuggling),
+            (Some(b'\r'), Some(_)) => {
+                smuggling.get_or_insert(i + 2);
+            }
+            _ => {}
         }
     }
     (None, smuggling)
+}
+
+/// What a header collector (limit `limit`) sends of `stream` fed in `size`-byte pieces,
+/// the last one marked as the end of data; `None` when it refuses the message.
+fn collect(stream: &[u8], size: usize, limit: usize) -> Option<Vec<u8>> {
+    let mut c = header::HeaderCollector::new(limit);
+    let pieces: Vec<&[u8]> = stream.chunks(size).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        match c.feed(piece, i + 1 == pieces.len(), ACCOUNT) {
+            header::Headers::NeedMore => {}
+            header::Headers::TooLarge => return None,
+            header::Headers::Ready(mut out) => {
+                out.extend(pieces[i + 1..].iter().flat_map(|p| p.iter()));
+                return Some(out);
+            }
+        }
+    }
+    Some(Vec::new())
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -88,12 +109,22 @@ fuzz_target!(|data: &[u8]| {
         assert!(end <= stream.len());
     }
     let block = &stream[..end.unwrap_or(stream.len())];
-    if let Some(out) = header::rewrite_from(block, ACCOUNT) {
+    if let Some(out) = header::rewrite_originator(block, ACCOUNT) {
         // The rewritten block already names the account: a second pass changes nothing.
         assert_eq!(
-            header::rewrite_from(&out, ACCOUNT),
+            header::rewrite_originator(&out, ACCOUNT),
             None,
             "rewrite is not stable"
+        );
+    }
+
+    // The header collector: chunking never changes what it sends or whether it refuses.
+    if !stream.is_empty() {
+        let limit = usize::from(data[0]);
+        assert_eq!(
+            collect(stream, sizes[0], limit),
+            collect(stream, stream.len(), limit),
+            "chunking changed the header collector's result"
         );
     }
 });

@@ -66,7 +66,8 @@ pub enum RewriteSender {
     Off,
     /// Replace MAIL FROM with the account address (QQ's 501 rule).
     Envelope,
-    /// Also rewrite the `From:` header, keeping the display name, adding `Reply-To:`.
+    /// Also rewrite the `From:` header, keeping the display name, adding `Reply-To:`,
+    /// and drop any `Sender:`; a header block over 256 KiB is refused (552 5.3.4).
     Header,
 }
 

@@ -30,9 +30,6 @@ mod data;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
-/// Largest header block buffered for `rewrite_sender = "header"`; a larger one passes
-/// unchanged.
-const MAX_HEADER: usize = 256 * 1024;
 
 /// Where the mail transaction is (RFC 5321 §3.3).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,10 @@
 //! client's data to its end so the client's session stays in step (§4.1.1.4: the client
 //! sends until `<CRLF>.<CRLF>` whatever happens), and answers with the server's 4xx/5xx byte
 //! for byte. Only without a whole reply does the client get the proxy's own 451, and it
-//! gets 250 only when the upstream said 250 after the end of data.
+//! gets 250 only when the upstream said 250 after the end of data. The proxy refuses a
+//! message itself (the upstream dropped without the final dot, the rest read and dropped)
+//! for an ambiguous end of data (SMTP smuggling, 554 5.6.11) and, in header-rewrite
+//! mode, for a header block too large to rewrite (552 5.3.4).
 
 use std::borrow::Cow;
 use std::future::poll_fn;
@@ -18,12 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
-use super::{Relay, Tx, DATA_READ, MAX_HEADER};
+use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
-use crate::proto::smtp::header;
+use crate::proto::smtp::header::{self, HeaderCollector, Headers};
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -53,6 +56,35 @@ pub(super) enum Interrupt {
     TimedOut,
 }
 
+/// Why the proxy itself refuses a message, whatever the upstream would say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// An ambiguous end-of-data sequence (SMTP smuggling): some servers would end the
+    /// message there and read the rest as commands.
+    Smuggling,
+    /// With `rewrite_sender = "header"`, a header block over [`header::MAX_HEADER`]: its
+    /// From could not be rewritten, and must not pass as written.
+    HeaderTooLarge,
+}
+
+impl Refusal {
+    /// The reply to the end of data.
+    fn reply(self) -> &'static str {
+        match self {
+            Refusal::Smuggling => reply::SMUGGLING,
+            Refusal::HeaderTooLarge => header::HEADER_TOO_LARGE,
+        }
+    }
+
+    /// Why, for the log.
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Smuggling => "ambiguous end-of-data sequence (SMTP smuggling)",
+            Refusal::HeaderTooLarge => "header block too large to rewrite its From",
+        }
+    }
+}
+
 impl Relay<'_> {
     /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
     pub(super) async fn data(&mut self) -> bool {
@@ -67,12 +99,13 @@ impl Relay<'_> {
         }
         let rewrite_header =
             self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
-        let mut headers: Option<Vec<u8>> = rewrite_header.then(Vec::new);
+        let mut headers = rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER));
         let mut scanner = DataScanner::new();
         let mut size = 0usize;
+        // Set when the proxy refuses the message itself; nothing more goes upstream.
+        let mut refused: Option<Refusal> = None;
         // Set when the upstream interrupted the message, with the reply it sent if whole.
         let mut interrupted: Option<(Interrupt, Option<Reply>)> = None;
-        let timeout = self.rt.config.limits.command_timeout;
         let discard_max = self
             .rt
             .smtp_size(&self.account)
@@ -80,88 +113,120 @@ impl Relay<'_> {
         let mut discarded = 0u64;
         loop {
             if self.up.is_none() && discarded > discard_max {
-                // The client goes on sending what nobody will take: answer now and
-                // close, since whatever it sends next is still message text.
-                warn!(
-                    discarded,
-                    "client kept sending a message the upstream refused; closing"
-                );
-                let text = match interrupted.take() {
-                    Some((_, Some(r))) => r.raw,
-                    _ => reply::DATA_LOST.as_bytes().to_vec(),
-                };
-                self.send(&text).await;
-                return false;
+                return self.stop_discarding(refused, interrupted, discarded).await;
             }
-            if self.buf.is_empty() {
-                self.buf.reserve(DATA_READ);
-                let read = tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await;
-                match read {
-                    Ok(Ok(n)) if n > 0 => self.report.from_client += n as u64,
-                    other => {
-                        // The client left mid-message: drop the upstream without the final
-                        // dot, so it discards the partial message.
-                        self.up = None;
-                        self.report.outcome = if other.is_err() {
-                            Outcome::Timeout
-                        } else {
-                            Outcome::ClientClosed
-                        };
-                        if other.is_err() {
-                            let text = format!(
-                                "421 4.4.2 {} Error: timeout exceeded\r\n",
-                                self.rt.config.hostname
-                            );
-                            self.send(text.as_bytes()).await;
-                        }
-                        return false;
-                    }
-                }
+            if self.buf.is_empty() && !self.read_data().await {
+                return false;
             }
             let scan = scanner.feed(&self.buf);
             if scan.smuggling.is_some() {
                 // Some servers would end the message here and read the rest as
                 // commands: never let them see it.
-                self.up = None;
+                refused.get_or_insert(Refusal::Smuggling);
             }
             let n = scan.end.unwrap_or(self.buf.len());
             let chunk = self.buf.split_to(n);
             size += n;
+            let ended = scan.end.is_some();
+            let out = outgoing(
+                &mut headers,
+                &mut refused,
+                &chunk,
+                ended,
+                &self.account.email,
+            );
+            if refused.is_some() {
+                // Drop the upstream mid-message, without the final dot, so it discards
+                // whatever it already has; the rest is read and dropped.
+                self.up = None;
+            }
             if self.up.is_none() {
                 discarded += n as u64;
             }
             // After an interruption `up` is gone: the rest of the message is read and
             // dropped, so the client's next command is read as one.
-            if !scanner.smuggled() && self.up.is_some() {
-                let out: Option<Cow<'_, [u8]>> = match headers.as_mut() {
-                    None => Some(Cow::Borrowed(&chunk)),
-                    Some(h) => {
-                        h.extend_from_slice(&chunk);
-                        let ready = self.take_headers(h, scan.end.is_some());
-                        if ready.is_some() {
-                            headers = None;
-                        }
-                        ready.map(Cow::Owned)
-                    }
-                };
-                if let Some(bytes) = out {
-                    if let Err(why) = self.forward_upstream(&bytes).await {
-                        let salvaged = self.salvage().await;
-                        interrupted = Some((why, salvaged));
-                    }
+            if let (Some(bytes), true) = (out, self.up.is_some()) {
+                if let Err(why) = self.forward_upstream(&bytes).await {
+                    let salvaged = self.salvage().await;
+                    interrupted = Some((why, salvaged));
                 }
             }
             if scan.end.is_some() {
                 break;
             }
         }
+        self.end_of_data(refused, interrupted, size).await
+    }
+
+    /// The client went on sending, past the bound, a message nobody will take: answers
+    /// now (the proxy's refusal, else the upstream's, else 451) and ends the session,
+    /// since whatever it sends next is still message text.
+    async fn stop_discarding(
+        &mut self,
+        refused: Option<Refusal>,
+        interrupted: Option<(Interrupt, Option<Reply>)>,
+        discarded: u64,
+    ) -> bool {
+        let who = if refused.is_some() {
+            "proxy"
+        } else {
+            "upstream"
+        };
+        warn!(
+            discarded,
+            "client kept sending a message the {who} refused; closing"
+        );
+        let text = match (refused, interrupted) {
+            (Some(why), _) => why.reply().as_bytes().to_vec(),
+            (None, Some((_, Some(r)))) => r.raw,
+            _ => reply::DATA_LOST.as_bytes().to_vec(),
+        };
+        self.send(&text).await;
+        false
+    }
+
+    /// Reads the next part of the message into the buffer; false when the client left or
+    /// timed out (the upstream is then dropped without the final dot, so it discards the
+    /// partial message).
+    async fn read_data(&mut self) -> bool {
+        self.buf.reserve(DATA_READ);
+        let timeout = self.rt.config.limits.command_timeout;
+        let read = tokio::time::timeout(timeout, self.client.read_buf(&mut self.buf)).await;
+        if let Ok(Ok(n)) = read {
+            if n > 0 {
+                self.report.from_client += n as u64;
+                return true;
+            }
+        }
+        self.up = None;
+        if read.is_err() {
+            self.report.outcome = Outcome::Timeout;
+            let text = format!(
+                "421 4.4.2 {} Error: timeout exceeded\r\n",
+                self.rt.config.hostname
+            );
+            self.send(text.as_bytes()).await;
+        } else {
+            self.report.outcome = Outcome::ClientClosed;
+        }
+        false
+    }
+
+    /// After the end of data: the proxy's own refusal, the upstream's early reply, or the
+    /// upstream's verdict on the whole message.
+    async fn end_of_data(
+        &mut self,
+        refused: Option<Refusal>,
+        interrupted: Option<(Interrupt, Option<Reply>)>,
+        size: usize,
+    ) -> bool {
         let (sender, recipients) = match std::mem::replace(&mut self.tx, Tx::Idle) {
             Tx::Rcpt { sender, recipients } => (sender, recipients),
             _ => (String::new(), 0),
         };
-        if scanner.smuggled() {
-            warn!(from = %sender, "message refused: ambiguous end-of-data sequence (SMTP smuggling)");
-            return self.send(reply::SMUGGLING.as_bytes()).await;
+        if let Some(why) = refused {
+            warn!(from = %sender, size, "message refused: {}", why.reason());
+            return self.send(why.reply().as_bytes()).await;
         }
         if let Some((why, salvaged)) = interrupted {
             return match salvaged {
@@ -182,6 +247,11 @@ impl Relay<'_> {
                 }
             };
         }
+        self.upstream_verdict(&sender, recipients, size).await
+    }
+
+    /// Reads and passes on the upstream's reply to the end of data.
+    async fn upstream_verdict(&mut self, sender: &str, recipients: usize, size: usize) -> bool {
         let data_timeout = self.rt.config.limits.upstream_data_timeout;
         let verdict = match self.up.as_mut() {
             None => Err(None),
@@ -226,31 +296,6 @@ impl Relay<'_> {
         }
     }
 
-    /// With header rewriting: once the header block is complete (or the message ends, or
-    /// it grows too large), returns the bytes to send.
-    fn take_headers(&self, h: &mut Vec<u8>, message_ended: bool) -> Option<Vec<u8>> {
-        let email = &self.account.email;
-        if let Some(end) = header::header_end(h) {
-            let body = h.split_off(end);
-            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
-            out.extend_from_slice(&body);
-            return Some(out);
-        }
-        if message_ended {
-            // The whole message is header lines; keep the terminating ".\r\n" last.
-            let cut = h.len().saturating_sub(3);
-            let tail = h.split_off(cut);
-            let mut out = header::rewrite_from(h, email).unwrap_or_else(|| std::mem::take(h));
-            out.extend_from_slice(&tail);
-            return Some(out);
-        }
-        if h.len() > MAX_HEADER {
-            warn!("header block over {MAX_HEADER} bytes: From left unchanged");
-            return Some(std::mem::take(h));
-        }
-        None
-    }
-
     async fn forward_upstream(&mut self, bytes: &[u8]) -> Result<(), Interrupt> {
         let timeout = self.rt.config.limits.upstream_timeout;
         match self.up.as_mut() {
@@ -267,6 +312,37 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
+    }
+}
+
+/// What of `chunk` goes upstream now: all of it; nothing once the message is refused;
+/// with header rewriting, nothing until the header block is whole, then the rewritten
+/// block and what followed it (the collector is dropped), or nothing ever if the block is
+/// too large (the message is then refused).
+fn outgoing<'c>(
+    headers: &mut Option<HeaderCollector>,
+    refused: &mut Option<Refusal>,
+    chunk: &'c [u8],
+    ended: bool,
+    account: &str,
+) -> Option<Cow<'c, [u8]>> {
+    if refused.is_some() {
+        return None;
+    }
+    let Some(h) = headers.as_mut() else {
+        return Some(Cow::Borrowed(chunk));
+    };
+    match h.feed(chunk, ended, account) {
+        Headers::NeedMore => None,
+        Headers::Ready(bytes) => {
+            *headers = None;
+            Some(Cow::Owned(bytes))
+        }
+        Headers::TooLarge => {
+            *headers = None;
+            *refused = Some(Refusal::HeaderTooLarge);
+            None
+        }
     }
 }
 

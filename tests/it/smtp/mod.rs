@@ -20,6 +20,7 @@ use crate::support::smtp::{FakeSmtp, Message, SmtpOptions, DEFAULT_CODE, DEFAULT
 
 mod behaviour;
 mod clients;
+mod data_rules;
 mod faults;
 mod negative;
 mod transfer;

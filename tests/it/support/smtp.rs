@@ -267,6 +267,8 @@ struct Recording {
     close_next: Option<(String, usize)>,
     /// Connections closed with [`CLOSING_421`].
     closes_421: usize,
+    /// The bytes of each DATA that ended without its terminator.
+    cut_off: Vec<Vec<u8>>,
 }
 
 struct Shared {
@@ -383,6 +385,20 @@ impl FakeSmtp {
         self.wait_until("messages", timeout, |r| r.messages.len() >= n)
             .await;
         self.messages()
+    }
+
+    /// The bytes (dot-stuffed, as received) of every DATA that ended without its
+    /// terminator: the peer closed or failed mid-message. Whatever the proxy sent of a
+    /// message it then abandoned is here, and only here.
+    pub fn cut_off_data(&self) -> Vec<Vec<u8>> {
+        self.shared.lock().cut_off.clone()
+    }
+
+    /// Waits until at least `n` cut-off DATAs are recorded.
+    pub async fn wait_cut_off_data(&self, n: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        self.wait_until("cut-off DATA", timeout, |r| r.cut_off.len() >= n)
+            .await;
+        self.cut_off_data()
     }
 
     /// Waits until at least `n` AUTH attempts are recorded.

@@ -411,7 +411,11 @@ impl<'a> Session<'a> {
         self.reply(io, b"354 End data with <CR><LF>.<CR><LF>.")
             .await?;
         let limit = usize::try_from(self.opts().size).unwrap_or(usize::MAX);
-        let mut data = Vec::new();
+        let mut seen = DataSeen {
+            shared: self.shared,
+            data: Vec::new(),
+            complete: false,
+        };
         let mut oversize = false;
         loop {
             let line = match read_line(io, self.opts().max_line).await? {
@@ -425,19 +429,19 @@ impl<'a> Session<'a> {
             // RFC 5321 §4.1.1.4: the data ends with CRLF.CRLF; the first CRLF belongs
             // to the terminator, so it is not part of the recorded bytes.
             if line == b".\r\n" {
-                if data.ends_with(b"\r\n") {
-                    data.truncate(data.len() - 2);
+                if seen.data.ends_with(b"\r\n") {
+                    seen.data.truncate(seen.data.len() - 2);
                 }
                 break;
             }
-            if data.len() + line.len() > limit {
+            if seen.data.len() + line.len() > limit {
                 // Keep reading to the terminator, but hold no more than SIZE bytes.
                 oversize = true;
             } else {
-                data.extend_from_slice(&line);
+                seen.data.extend_from_slice(&line);
             }
             match &self.opts().fault {
-                Fault::DropMidData { after_bytes } if data.len() >= *after_bytes => {
+                Fault::DropMidData { after_bytes } if seen.data.len() >= *after_bytes => {
                     return Ok(Some(End::Drop));
                 }
                 Fault::RefuseMidData {
@@ -445,7 +449,7 @@ impl<'a> Session<'a> {
                     code,
                     text,
                     then,
-                } if data.len() >= *after_bytes => {
+                } if seen.data.len() >= *after_bytes => {
                     self.reply(io, format!("{code} {text}").as_bytes()).await?;
                     match then {
                         // Held open, never read: the peer's writes fill the buffers and block.
@@ -459,6 +463,7 @@ impl<'a> Session<'a> {
                 _ => {}
             }
         }
+        let data = seen.finish();
         match &self.opts().fault {
             Fault::DropAfterDataBeforeReply => return Ok(Some(End::Drop)),
             Fault::RandomDrop { .. } if roll(&self.opts().fault) => return Ok(Some(End::Drop)),
@@ -484,6 +489,31 @@ impl<'a> Session<'a> {
         self.shared.record(|r| r.messages.push(message));
         self.reply(io, b"250 OK: queued as.").await?;
         Ok(None)
+    }
+}
+
+/// The bytes of one DATA as they arrive; recorded as cut off if the DATA ends any way but
+/// with its terminator (the peer closed or failed mid-message, or a fault ended it).
+struct DataSeen<'a> {
+    shared: &'a Shared,
+    data: Vec<u8>,
+    complete: bool,
+}
+
+impl DataSeen<'_> {
+    /// The terminator arrived: the bytes are the message's, not a cut-off DATA's.
+    fn finish(mut self) -> Vec<u8> {
+        self.complete = true;
+        std::mem::take(&mut self.data)
+    }
+}
+
+impl Drop for DataSeen<'_> {
+    fn drop(&mut self) {
+        if !self.complete {
+            let data = std::mem::take(&mut self.data);
+            self.shared.record(|r| r.cut_off.push(data));
+        }
     }
 }
 

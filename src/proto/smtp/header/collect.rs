@@ -1,0 +1,99 @@
+//! Holds the start of a DATA stream until its header block is whole, so that its From
+//! can be rewritten before any of it reaches the upstream; refuses a header block over
+//! [`MAX_HEADER`] instead of letting it pass unchecked (a From hidden past the limit
+//! would otherwise reach the recipient as written).
+
+use super::rewrite_originator;
+
+/// Largest header block (blank line included) taken for `rewrite_sender = "header"`. Real
+/// header blocks are a few KiB; Postfix's `header_size_limit` is 100 KiB per field.
+pub const MAX_HEADER: usize = 256 * 1024;
+
+/// The reply to a message whose header block is over [`MAX_HEADER`] (RFC 3463 5.3.4:
+/// message too big for system). It says why, since the client's author must fix it.
+pub const HEADER_TOO_LARGE: &str = "552 5.3.4 Error: message header block over 256 KiB; \
+    its From cannot be rewritten to the account (rewrite_sender = \"header\"); message rejected\r\n";
+
+/// What [`HeaderCollector::feed`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Headers {
+    /// The header block is not complete yet: nothing may be sent.
+    NeedMore,
+    /// Everything collected so far, header block rewritten: send it, then the rest of the
+    /// message as it comes.
+    Ready(Vec<u8>),
+    /// The header block is over the limit: refuse the message, send none of it.
+    TooLarge,
+}
+
+/// Collects DATA bytes (as the client sent them: dot-stuffed, terminator included) until
+/// the header block ends (RFC 5322 §2.1: at the first empty line) or the message does.
+/// Each byte is scanned once, however small the reads: a client that trickles a large
+/// header byte by byte costs linear time, not quadratic. Once `feed` returns anything but
+/// [`Headers::NeedMore`], the collector is done and is dropped by its owner.
+#[derive(Debug)]
+pub struct HeaderCollector {
+    limit: usize,
+    buf: Vec<u8>,
+    /// Start of the line not yet ended by an LF.
+    line_start: usize,
+}
+
+impl HeaderCollector {
+    /// A collector refusing header blocks over `limit` bytes ([`MAX_HEADER`] in the relay).
+    pub fn new(limit: usize) -> HeaderCollector {
+        HeaderCollector {
+            limit,
+            buf: Vec::new(),
+            line_start: 0,
+        }
+    }
+
+    /// Takes the next chunk; `ended`: it ends with the end-of-data terminator (`.` CRLF).
+    pub fn feed(&mut self, chunk: &[u8], ended: bool, account: &str) -> Headers {
+        self.buf.extend_from_slice(chunk);
+        if let Some(end) = self.blank_line_end() {
+            if end > self.limit {
+                return Headers::TooLarge;
+            }
+            let body = self.buf.split_off(end);
+            return Headers::Ready(self.rewritten(body, account));
+        }
+        if ended {
+            // The whole message is header lines; the terminator stays last.
+            let block = self.buf.len().saturating_sub(3);
+            if block > self.limit {
+                return Headers::TooLarge;
+            }
+            let tail = self.buf.split_off(block);
+            return Headers::Ready(self.rewritten(tail, account));
+        }
+        // Whether the block ends at a later blank line or at the end of data (whose 3
+        // bytes may have begun arriving), it is at least this long: past the limit already.
+        if self.buf.len().saturating_sub(2) > self.limit {
+            return Headers::TooLarge;
+        }
+        Headers::NeedMore
+    }
+
+    /// The index just after the first empty line (CRLF or bare LF, as
+    /// [`header_end`](super::header_end)), scanning only lines not seen before.
+    fn blank_line_end(&mut self) -> Option<usize> {
+        while let Some(i) = memchr::memchr(b'\n', &self.buf[self.line_start..]) {
+            let end = self.line_start + i + 1;
+            if matches!(&self.buf[self.line_start..end], b"\n" | b"\r\n") {
+                return Some(end);
+            }
+            self.line_start = end;
+        }
+        None
+    }
+
+    /// The collected header block, rewritten, followed by `rest`.
+    fn rewritten(&mut self, rest: Vec<u8>, account: &str) -> Vec<u8> {
+        let block = std::mem::take(&mut self.buf);
+        let mut out = rewrite_originator(&block, account).unwrap_or(block);
+        out.extend_from_slice(&rest);
+        out
+    }
+}
