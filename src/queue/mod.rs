@@ -52,4 +52,5 @@
 //!   counters labelled with [`classify::Class::as_str`].
 
 pub mod classify;
+pub mod schedule;
 pub mod store;
