@@ -52,5 +52,6 @@
 //!   counters labelled with [`classify::Class::as_str`].
 
 pub mod classify;
+pub mod dsn;
 pub mod schedule;
 pub mod store;
