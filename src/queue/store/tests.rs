@@ -94,6 +94,25 @@ fn commit_list_get_update_remove() {
 }
 
 #[test]
+fn any_chunking_stores_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), None).unwrap();
+    let body: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut sums = std::collections::HashSet::new();
+    for chunk in [1, 2, 3, 7, 64, 511, 512, 4999, 5000, 9000] {
+        let mut w = store.begin(msg(&["b@x"]), t(0), None).unwrap();
+        for part in body.chunks(chunk) {
+            w.write(part).unwrap();
+        }
+        assert_eq!(w.len(), body.len() as u64);
+        let env = w.commit().unwrap();
+        assert_eq!(body_of(&store, &env), body, "chunk {chunk}");
+        sums.insert(env.body.sha256);
+    }
+    assert_eq!(sums.len(), 1);
+}
+
+#[test]
 fn abort_and_drop_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(dir.path(), Some(1000)).unwrap();

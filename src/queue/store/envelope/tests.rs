@@ -139,3 +139,27 @@ fn escape_table() {
         assert_eq!(unescape(bad), None, "{bad:?}");
     }
 }
+
+proptest::proptest! {
+    /// Whatever bytes an address or a reply holds, the file stays printable and
+    /// decodes to the same envelope.
+    #[test]
+    fn any_bytes_round_trip(
+        account in "\\PC{0,40}",
+        addr in "\\PC{1,60}",
+        reply in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        attempts in proptest::num::u32::ANY,
+        secs in 0u64..10_000_000_000,
+    ) {
+        let mut e = sample();
+        e.account = account;
+        e.recipients[0].addr = addr;
+        e.recipients[2].state = RcptState::Failed { reply: reply.clone() };
+        e.last_error = Some(LastError { class: Class::Permanent, text: reply });
+        e.attempts = attempts;
+        e.next_attempt = UNIX_EPOCH + Duration::from_secs(secs);
+        let bytes = e.encode();
+        proptest::prop_assert!(bytes.iter().all(|&b| b == b'\n' || (0x20..0x7f).contains(&b)));
+        proptest::prop_assert_eq!(Envelope::decode(&bytes), Ok(e));
+    }
+}
