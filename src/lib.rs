@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod net;
 pub mod proto;
 pub mod providers;
+pub mod queue;
 pub mod runtime;
 pub mod secrets;
 pub mod server;

@@ -9,6 +9,7 @@ mod hardening;
 mod imap;
 mod mailin_peer;
 mod pop3;
+mod queue;
 mod smoke;
 mod smtp;
 mod support;

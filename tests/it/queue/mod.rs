@@ -1,0 +1,42 @@
+//! The queue's store against real failures, through the library API: the process killed
+//! with SIGKILL mid-write, and a filesystem that runs out of space.
+
+mod crash;
+mod disk_full;
+
+use qqmail_proxy::queue::store::{Envelope, NewMessage, Store};
+use sha2::Digest;
+
+/// Lower-case hex SHA-256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A message from the printer's account to one recipient.
+fn new_message() -> NewMessage {
+    NewMessage {
+        account: "printer@qq.com".into(),
+        sender: "printer@qq.com".into(),
+        null_sender: false,
+        recipients: vec!["bob@example.com".into(), "carol@example.com".into()],
+    }
+}
+
+/// The stored body, checked against its envelope's length and checksum.
+fn read_body(store: &Store, env: &Envelope) -> Vec<u8> {
+    let mut r = store.open_body(env).expect("open body");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut buf).expect("read body");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    r.finish().expect("body matches its envelope");
+    out
+}
