@@ -70,12 +70,11 @@ impl StoreError {
     /// from a read-only one without looking at errno themselves.
     pub fn io(op: &'static str, path: &Path, source: io::Error) -> StoreError {
         let path = path.to_path_buf();
-        match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => return StoreError::DiskFull { path },
-            Some(libc::EROFS) => return StoreError::ReadOnly { path },
-            _ => {}
-        }
         match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                StoreError::DiskFull { path }
+            }
+            io::ErrorKind::ReadOnlyFilesystem => StoreError::ReadOnly { path },
             io::ErrorKind::NotFound => StoreError::Missing { path },
             io::ErrorKind::PermissionDenied => StoreError::PermissionDenied { path },
             _ => StoreError::Io { op, path, source },
@@ -98,15 +97,15 @@ mod tests {
     fn io_errors_are_named_by_cause() {
         let p = Path::new("/q/x");
         let cases: &[(io::Error, &str)] = &[
-            (io::Error::from_raw_os_error(libc::ENOSPC), "DiskFull"),
-            (io::Error::from_raw_os_error(libc::EDQUOT), "DiskFull"),
-            (io::Error::from_raw_os_error(libc::EROFS), "ReadOnly"),
-            (io::Error::from_raw_os_error(libc::ENOENT), "Missing"),
+            (io::Error::from_raw_os_error(28 /* ENOSPC */), "DiskFull"),
+            (io::Error::from_raw_os_error(122 /* EDQUOT */), "DiskFull"),
+            (io::Error::from_raw_os_error(30 /* EROFS */), "ReadOnly"),
+            (io::Error::from_raw_os_error(2 /* ENOENT */), "Missing"),
             (
-                io::Error::from_raw_os_error(libc::EACCES),
+                io::Error::from_raw_os_error(13 /* EACCES */),
                 "PermissionDenied",
             ),
-            (io::Error::from_raw_os_error(libc::EIO), "Io"),
+            (io::Error::from_raw_os_error(5 /* EIO */), "Io"),
         ];
         for (e, want) in cases {
             let got = StoreError::io(
