@@ -22,10 +22,12 @@ use crate::runtime::Runtime;
 use crate::upstream::pool::Refill;
 use crate::upstream::{self, UpstreamError};
 
+mod early_end;
 pub mod relay;
 pub mod smtp;
 pub mod stream;
 
+use early_end::{refuse_cross_protocol, timed_out};
 use stream::ClientStream;
 
 /// Largest read from a client before login.
@@ -50,6 +52,8 @@ pub enum Outcome {
     Error,
     /// The proxy shut down.
     Shutdown,
+    /// The client sent HTTP (a cross-protocol attack) and was closed at once.
+    CrossProtocol,
 }
 
 impl Outcome {
@@ -64,6 +68,7 @@ impl Outcome {
             Outcome::TlsFailed => "tls_failed",
             Outcome::Error => "error",
             Outcome::Shutdown => "shutdown",
+            Outcome::CrossProtocol => "cross_protocol",
         }
     }
 }
@@ -398,6 +403,13 @@ async fn login_phase<P: LoginPhase>(
     // client sending one byte a minute (slowloris) is still closed in time.
     let deadline = tokio::time::Instant::now() + io_timeout;
     loop {
+        // Checked on every turn, not only when a read is due: a read of bytes already
+        // queued never waits, so a client that keeps a command always waiting (NOOP or
+        // CAPA as fast as they are answered) would otherwise never meet the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            timed_out(client, phase, report).await;
+            return None;
+        }
         match phase.advance(buf) {
             Action::NeedMore => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -413,14 +425,7 @@ async fn login_phase<P: LoginPhase>(
                         return None;
                     }
                     Read::Timeout => {
-                        let _ = send(
-                            client,
-                            &phase.timeout_reply(),
-                            Duration::from_secs(1),
-                            report,
-                        )
-                        .await;
-                        report.outcome = Outcome::Timeout;
+                        timed_out(client, phase, report).await;
                         return None;
                     }
                     Read::Shutdown => {
@@ -456,6 +461,10 @@ async fn login_phase<P: LoginPhase>(
                 {
                     report.outcome = Outcome::AuthFailed;
                 }
+                return None;
+            }
+            Action::CrossProtocol(bytes) => {
+                refuse_cross_protocol(rt, client, buf, peer, P::PROTOCOL, &bytes, report).await;
                 return None;
             }
             Action::StartTls(bytes) => {
