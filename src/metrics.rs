@@ -22,6 +22,7 @@ pub struct Metrics {
     bytes_in: [AtomicU64; 3],
     bytes_out: [AtomicU64; 3],
     auth_failures: [AtomicU64; 3],
+    cross_protocol: [AtomicU64; 3],
     messages: AtomicU64,
     login_buckets: [AtomicU64; BUCKETS.len()],
     login_count: AtomicU64,
@@ -66,6 +67,11 @@ impl Metrics {
     /// A local login failed.
     pub fn auth_failed(&self, p: Protocol) {
         self.auth_failures[idx(p)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client sent HTTP to a mail port and was closed (cross-protocol attack).
+    pub fn cross_protocol(&self, p: Protocol) {
+        self.cross_protocol[idx(p)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An SMTP message was accepted by the upstream.
@@ -148,6 +154,11 @@ impl Metrics {
                 "qqmail_proxy_auth_failures_total",
                 "Failed local logins.",
                 &self.auth_failures,
+            ),
+            (
+                "qqmail_proxy_cross_protocol_total",
+                "Sessions closed for sending HTTP to a mail port (cross-protocol attack).",
+                &self.cross_protocol,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -22,10 +22,12 @@ use crate::runtime::Runtime;
 use crate::upstream::pool::Refill;
 use crate::upstream::{self, UpstreamError};
 
+mod early_end;
 pub mod relay;
 pub mod smtp;
 pub mod stream;
 
+use early_end::{refuse_cross_protocol, timed_out};
 use stream::ClientStream;
 
 /// Largest read from a client before login.
@@ -52,6 +54,8 @@ pub enum Outcome {
     Shutdown,
     /// Still logging in when the sessions were full: closed to make room for a new one.
     Shed,
+    /// The client sent HTTP (a cross-protocol attack) and was closed at once.
+    CrossProtocol,
 }
 
 impl Outcome {
@@ -67,6 +71,7 @@ impl Outcome {
             Outcome::Error => "error",
             Outcome::Shutdown => "shutdown",
             Outcome::Shed => "shed",
+            Outcome::CrossProtocol => "cross_protocol",
         }
     }
 }
@@ -414,6 +419,13 @@ async fn login_phase<P: LoginPhase>(
     // client sending one byte a minute (slowloris) is still closed in time.
     let deadline = tokio::time::Instant::now() + io_timeout;
     loop {
+        // Checked on every turn, not only when a read is due: a read of bytes already
+        // queued never waits, so a client that keeps a command always waiting (NOOP or
+        // CAPA as fast as they are answered) would otherwise never meet the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            timed_out(client, phase, report).await;
+            return None;
+        }
         match phase.advance(buf) {
             Action::NeedMore => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -432,14 +444,7 @@ async fn login_phase<P: LoginPhase>(
                         return None;
                     }
                     Read::Timeout => {
-                        let _ = send(
-                            client,
-                            &phase.timeout_reply(),
-                            Duration::from_secs(1),
-                            report,
-                        )
-                        .await;
-                        report.outcome = Outcome::Timeout;
+                        timed_out(client, phase, report).await;
                         return None;
                     }
                     Read::Shutdown => {
@@ -473,6 +478,10 @@ async fn login_phase<P: LoginPhase>(
                 {
                     report.outcome = Outcome::AuthFailed;
                 }
+                return None;
+            }
+            Action::CrossProtocol(bytes) => {
+                refuse_cross_protocol(rt, client, buf, peer, P::PROTOCOL, &bytes, report).await;
                 return None;
             }
             Action::StartTls(bytes) => {

@@ -1,5 +1,6 @@
 //! Hardening tests against the real binary: slowloris, brute force and lockout, session
-//! limits, a soak under random upstream drops, upstream faults, and file permissions.
+//! limits, a soak under random upstream drops, upstream faults, file permissions, and
+//! hostile input (HTTP from browsers, control bytes, the pre-login deadline).
 //! Shared here: a raw SMTP client that can bind a chosen source address, and the usual
 //! proxy setup.
 
@@ -17,6 +18,9 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
 
 mod brute_force;
+mod control_bytes;
+mod cross_protocol;
+mod deadline;
 mod files;
 mod limits;
 mod log_forgery;
