@@ -1,5 +1,5 @@
-//! Hardening tests against the real binary: slowloris, brute force and lockout, session
-//! limits, a soak under random upstream drops, upstream faults, and file permissions.
+//! Hardening tests against the real binary: slowloris, brute force and lockout, guessing
+//! from thousands of IPv6 addresses (in a network namespace of its own), session limits, a soak under random upstream drops, upstream faults, and file permissions.
 //! Shared here: a raw SMTP client that can bind a chosen source address, and the usual
 //! proxy setup.
 
@@ -18,7 +18,9 @@ use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
 
 mod brute_force;
 mod files;
+mod ipv6_guessing;
 mod limits;
+pub mod netns;
 mod slowloris;
 mod soak;
 mod upstream_faults;
@@ -79,7 +81,16 @@ pub struct Client {
 impl Client {
     /// Connects to `addr`, from `source` if given (port chosen by the kernel).
     pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Client> {
-        let socket = TcpSocket::new_v4()?;
+        Client::connect_with(TcpSocket::new_v4()?, addr, source).await
+    }
+
+    /// [`Client::connect`] over a socket made elsewhere (say, inside a network namespace:
+    /// [`netns::Netns::sockets`]).
+    pub async fn connect_with(
+        socket: TcpSocket,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> std::io::Result<Client> {
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }
