@@ -262,6 +262,21 @@ fn every_mistake_names_the_key_and_the_fix() {
             vec!["[limits] upstream_timeout", "longer than 0"],
         ),
         (
+            "user_throttle_failures of 0",
+            limits("user_throttle_failures = 0"),
+            vec!["[limits] user_throttle_failures", "at least 1", "the default, 20"],
+        ),
+        (
+            "user_throttle_interval of 0",
+            limits("user_throttle_interval = \"0s\""),
+            vec!["[limits] user_throttle_interval", "longer than 0"],
+        ),
+        (
+            "max_password_checks_per_second of 0",
+            limits("max_password_checks_per_second = 0"),
+            vec!["[limits] max_password_checks_per_second", "at least 1", "the default, 10"],
+        ),
+        (
             "max_line_length below 512",
             limits("max_line_length = 511"),
             vec!["[limits] max_line_length", "at least 512"],

@@ -548,6 +548,14 @@ async fn login_phase<P: LoginPhase>(
                             LoginOutcome::BadCredentials
                         }
                     }
+                    Verdict::Busy => {
+                        // Nothing was checked: a temporary failure, which clients retry.
+                        info!(client = %peer, "local login deferred: too many password checks at once");
+                        report.user = None;
+                        LoginOutcome::UpstreamUnavailable {
+                            reason: "too many logins at once, try again shortly".into(),
+                        }
+                    }
                     Verdict::LockedOut => {
                         report.auth_failures += 1;
                         rt.metrics.auth_failed(P::PROTOCOL);
