@@ -14,8 +14,8 @@
 //! `config` turns TOML and `QQMAIL_*` variables into typed settings, `providers` holds
 //! the presets, `secrets` the zeroizing `Secret`, `host` which addresses the
 //! per-address limits count as one client, `runtime` what sessions share, `state`
-//! generated local logins, `metrics` + `admin` the health and Prometheus endpoint, and
-//! `cli` the command line.
+//! generated local logins, `trust` which state files it believes (owner and mode),
+//! `metrics` + `admin` the health and Prometheus endpoint, and `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,4 +34,5 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod trust;
 pub mod upstream;
