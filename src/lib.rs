@@ -15,7 +15,8 @@
 //! the presets, `secrets` the zeroizing `Secret`, `host` which addresses the
 //! per-address limits count as one client, `runtime` what sessions share, `state`
 //! generated local logins, `trust` which state files it believes (owner and mode),
-//! `metrics` + `admin` the health and Prometheus endpoint, and `cli` the command line.
+//! `fdlimit` the descriptor budget, `metrics` + `admin` the health and Prometheus
+//! endpoint, and `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fdlimit;
 pub mod host;
 pub mod metrics;
 pub mod net;
