@@ -4,6 +4,8 @@
 //! `qqmail_proxy::admin::MAX_CONNECTIONS` served at once (the rest 503 and closed), an SMTP client still
 //! gets its greeting, and the admin port answers again once the flood ends.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,8 +14,9 @@ use tokio::net::TcpStream;
 use super::*;
 use crate::support::proxy::Launch;
 
-/// More idle connections than the proxy's soft limit at start (128): before the fix each
-/// held a descriptor for 5 s, and the mail listeners' accept failed with EMFILE.
+/// Idle connections the flood keeps open, far more than the proxy's soft limit at start
+/// (128): before the fix each held a descriptor, the admin loop took every one freed and
+/// the mail listeners' accept failed with EMFILE.
 const FLOOD: usize = 800;
 
 /// One `GET /healthz`, tolerating a refusal: the status line, or "" when the connection
@@ -30,6 +33,35 @@ async fn try_healthz(addr: std::net::SocketAddr) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut bytes)).await;
     let text = String::from_utf8_lossy(&bytes);
     text.lines().next().unwrap_or("").to_string()
+}
+
+/// Opens idle connections to `admin` (about 1,000 a second), keeping the newest
+/// [`FLOOD`] open, until `stop`; returns how many it opened.
+async fn flood_until(
+    admin: std::net::SocketAddr,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+    count: Arc<AtomicUsize>,
+) -> usize {
+    let mut open = std::collections::VecDeque::with_capacity(FLOOD);
+    let mut opened = 0;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tokio::select! {
+            _ = &mut stop => return opened,
+            _ = tick.tick() => {}
+        }
+        for _ in 0..10 {
+            let connect = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(admin));
+            if let Ok(Ok(tcp)) = connect.await {
+                opened += 1;
+                count.store(opened, Ordering::Relaxed);
+                open.push_back(tcp);
+                if open.len() > FLOOD {
+                    open.pop_front();
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -53,20 +85,15 @@ async fn admin_flood_leaves_mail_served_and_raises_nofile() {
         &["--nofile=128:256", "--", env!("CARGO_BIN_EXE_qqmail-proxy")],
     );
     let proxy = Proxy::launch(launch).await;
-    let raised = proxy
-        .wait_for_log("raised the open file limit", Duration::from_secs(5))
-        .await;
-    for needle in ["\"was\":\"128\"", "\"soft\":\"256\"", "\"hard\":\"256\""] {
-        assert!(raised.contains(needle), "{needle} missing in {raised}");
-    }
     let admin = proxy.admin_addr();
 
-    let mut flood = Vec::with_capacity(FLOOD);
-    for i in 0..FLOOD {
-        match TcpStream::connect(admin).await {
-            Ok(tcp) => flood.push(tcp),
-            Err(e) => panic!("flood connection {i} failed: {e}"),
-        }
+    // A sustained flood: new idle connections keep coming while the oldest are dropped,
+    // so before the fix every descriptor the proxy freed went to the next one.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let count = Arc::new(AtomicUsize::new(0));
+    let flood = tokio::spawn(flood_until(admin, stopped, count.clone()));
+    while count.load(Ordering::Relaxed) < FLOOD / 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Mail still works: a greeting, and a login (two more descriptors: client, upstream).
     let mut c = crate::hardening::Client::connect(proxy.smtp_addr(), None)
@@ -85,7 +112,10 @@ async fn admin_flood_leaves_mail_served_and_raises_nofile() {
 
     // The flood ends: the admin port answers again (its slots free as the idle
     // connections close), within the proxy's 5 s request timeout at most.
-    drop(flood);
+    let _ = stop.send(());
+    let opened = flood.await.expect("flood task");
+    // More than the proxy's hard limit (256) came in before mail was tried.
+    assert!(opened >= FLOOD / 2, "only {opened} flood connections");
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seen = Vec::new();
     loop {
@@ -105,6 +135,13 @@ async fn admin_flood_leaves_mail_served_and_raises_nofile() {
             proxy.logs()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The limit was raised at start, and the log says from what to what.
+    let raised = proxy
+        .wait_for_log("raised the open file limit", Duration::from_secs(5))
+        .await;
+    for needle in ["\"was\":\"128\"", "\"soft\":\"256\"", "\"hard\":\"256\""] {
+        assert!(raised.contains(needle), "{needle} missing in {raised}");
     }
     proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD]);
 }
