@@ -378,6 +378,14 @@ fn code_file_trailing_newline_is_trimmed() {
             "{:?}",
             c.warnings
         );
+        // One others can write is refused, as a state file is (`crate::trust`).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+        let fix = format!("`chmod go-w {}`", path.display());
+        assert_error(
+            "code file writable by others",
+            f.load(&toml, &[]),
+            &["auth_code_file", "writable by others", &fix],
+        );
     }
     // An empty file is an error, not an empty code sent upstream.
     let path = f.write("empty", "\n");

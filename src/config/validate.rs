@@ -279,11 +279,22 @@ fn validate_account(
             if trimmed != code.len() {
                 code = Secret::from_slice(&code.expose()[..trimmed]);
             }
+            // The state files' trust rule (`crate::trust`): a code file others can write
+            // is refused. A foreign owner and read access for others are only warned
+            // about: a container secret mount is owned by the host's user and must be
+            // readable by the container's.
+            match crate::trust::check(path, crate::trust::Kind::SharedFile) {
+                Err(d @ crate::trust::Distrust::ForeignOwner { .. }) => {
+                    warnings.push(format!("{}: {d}", key("auth_code_file")))
+                }
+                Err(d) => return Err(invalid(key("auth_code_file"), d.to_string())),
+                Ok(()) => {}
+            }
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
                 if let Ok(meta) = std::fs::metadata(path) {
-                    if meta.permissions().mode() & 0o077 != 0 {
+                    if meta.permissions().mode() & 0o044 != 0 {
                         warnings.push(format!(
                             "{}: {} is readable by other users; `chmod 600` it unless it is a \
                              container secret mount",
