@@ -96,7 +96,7 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: Cancellati
             Ok(p) => p,
             Err(why) => {
                 refused += 1;
-                if last_warning.map_or(true, |t| t.elapsed() >= WARN_EVERY) {
+                if last_warning.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                     last_warning = Some(Instant::now());
                     let reason = match why {
                         Refusal::Busy => "connection limit reached",

@@ -206,9 +206,9 @@ impl std::fmt::Display for Who<'_> {
 /// A duration in the unit an operator reads: `90s`, `15m`, `2h`.
 fn plain(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 && s % 3600 == 0 {
+    if s >= 3600 && s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s >= 120 && s % 60 == 0 {
+    } else if s >= 120 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else if s > 0 {
         format!("{s}s")

@@ -318,21 +318,21 @@ fn other_commands_and_garbage_before_login() {
 #[test]
 fn oversized_input_closes() {
     let mut huge = b"a LOGIN printer ".to_vec();
-    huge.extend(std::iter::repeat(b'x').take(1 << 20));
+    huge.extend(std::iter::repeat_n(b'x', 1 << 20));
     huge.extend_from_slice(b"\r\nb NOOP\r\n");
     // After a literal, the continuation line is limited too.
     let mut after = b"a LOGIN {1+}\r\np ".to_vec();
-    after.extend(std::iter::repeat(b'x').take(2000));
+    after.extend(std::iter::repeat_n(b'x', 2000));
     after.extend_from_slice(b"\r\n");
     // Many small literals in one command: bounded by max_line + 2 * max_literal.
     let mut many = b"a ID (".to_vec();
     for _ in 0..40 {
         many.extend_from_slice(b"{60+}\r\n");
-        many.extend(std::iter::repeat(b'v').take(60));
+        many.extend(std::iter::repeat_n(b'v', 60));
         many.push(b' ');
     }
     let mut non_sync = b"a LOGIN printer {65+}\r\n".to_vec();
-    non_sync.extend(std::iter::repeat(b'x').take(65));
+    non_sync.extend(std::iter::repeat_n(b'x', 65));
     closes(&[
         (&huge, "* BYE Line too long\r\n"),
         (&after, "* BYE Line too long\r\n"),

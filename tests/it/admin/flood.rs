@@ -69,7 +69,7 @@ async fn admin_flood_leaves_mail_served_and_raises_nofile() {
     // The flood's own descriptors must not hit the test process's limit.
     let own = qqmail_proxy::fdlimit::raise_nofile();
     assert!(
-        own.now.map_or(true, |n| n > FLOOD as u64 + 200),
+        own.now.is_none_or(|n| n > FLOOD as u64 + 200),
         "the test needs more than {} descriptors, its limit is {own:?}",
         FLOOD + 200
     );

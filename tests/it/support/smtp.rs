@@ -539,7 +539,9 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
 
 fn roll(fault: &Fault) -> bool {
     match fault {
-        Fault::RandomDrop { one_in } if *one_in > 0 => rand::random::<u32>() % one_in == 0,
+        Fault::RandomDrop { one_in } if *one_in > 0 => {
+            rand::random::<u32>().is_multiple_of(*one_in)
+        }
         _ => false,
     }
 }
