@@ -256,7 +256,7 @@ pub mod reply {
         "451 4.4.2 Error: upstream server did not confirm the message in time; not sent, try again\r\n";
     /// Message refused locally for an ambiguous end-of-data sequence.
     pub const SMUGGLING: &str =
-        "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n";
+        "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n";
 }
 
 #[cfg(test)]

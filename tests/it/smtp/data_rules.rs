@@ -7,7 +7,7 @@
 use super::*;
 
 const SMUGGLING_554: &str =
-    "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n";
+    "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n";
 
 /// MAIL, RCPT, DATA; asserts each is accepted.
 async fn begin(c: &mut Client) {

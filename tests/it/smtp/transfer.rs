@@ -26,7 +26,7 @@ async fn bare_lf_dot_line_is_refused_and_never_reaches_upstream() {
         c.send(&wire).await;
         assert_eq!(
             c.reply().await,
-            "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n"
+            "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n"
         );
     }
     // The session goes on: an honest message is relayed (on a fresh upstream connection).
