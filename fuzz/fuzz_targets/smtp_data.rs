@@ -76,7 +76,7 @@ fn collect(stream: &[u8], size: usize, limit: usize) -> Option<Vec<u8>> {
     for (i, piece) in pieces.iter().enumerate() {
         match c.feed(piece, i + 1 == pieces.len(), ACCOUNT) {
             header::Headers::NeedMore => {}
-            header::Headers::TooLarge => return None,
+            header::Headers::TooLarge | header::Headers::BareCr => return None,
             header::Headers::Ready(mut out) => {
                 out.extend(pieces[i + 1..].iter().flat_map(|p| p.iter()));
                 return Some(out);
