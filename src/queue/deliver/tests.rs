@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::Ordering;
+
 use tokio::io::DuplexStream;
 
 use super::conversation::{send, Attempt, Ending, Timeouts};
@@ -14,6 +16,7 @@ use crate::net::LineStream;
 use crate::queue::classify::{Class, Stage};
 use crate::queue::schedule::{Plan, RATE_LIMIT_FLOOR};
 use crate::queue::store::{Envelope, NewMessage, RcptState, Store};
+use crate::upstream::UpstreamError;
 
 const ACCOUNT: &str = "alice@qq.com";
 const T: Timeouts = Timeouts {
@@ -50,7 +53,8 @@ async fn serve(io: DuplexStream, mut script: VecDeque<Act>, log: Arc<Mutex<Vec<u
             in_data = true;
             continue;
         }
-        match script.pop_front().unwrap_or(Say(b"250 ok\r\n")) {
+        let default = if line.starts_with(b"DATA") { GO } else { OK };
+        match script.pop_front().unwrap_or(default) {
             GoThenDrop => {
                 let _ = conn.send(b"354 go\r\n", T.reply).await;
                 let _ = conn.read_line(T.reply).await;
@@ -358,4 +362,193 @@ async fn a_drop_mid_data_is_retried_and_not_flagged() {
     let s = settle(&mut env, &a, &Policy::default(), t0(), 0.0);
     assert!(matches!(s.plan, Plan::RetryAt(_)));
     assert!(!env.possibly_duplicated && !s.possibly_duplicated);
+}
+
+/// Logins in order: an error, or a session with its script; then sessions that take all.
+struct Fake {
+    logins: Mutex<VecDeque<Result<Vec<Act>, UpstreamError>>>,
+    log: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Connector for Fake {
+    type Stream = DuplexStream;
+    async fn connect(&self, _: &str) -> Result<LineStream<DuplexStream>, UpstreamError> {
+        let next = self
+            .logins
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Ok(Vec::new()));
+        let script = next?;
+        let (a, b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(serve(b, script.into(), self.log.clone()));
+        Ok(LineStream::new(a, 1 << 16))
+    }
+}
+
+fn refused_code() -> UpstreamError {
+    UpstreamError::Rejected {
+        server: "smtp.qq.com:465".into(),
+        email: ACCOUNT.into(),
+        reply: b"535 Login Fail. Please enter your authorization code to login.\r\n".to_vec(),
+    }
+}
+
+fn unreachable() -> UpstreamError {
+    UpstreamError::Connect {
+        server: "smtp.qq.com:465".into(),
+        source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+    }
+}
+
+/// Starts a deliverer over `logins`; returns it, its status and the server's log.
+fn start(
+    store: &Store,
+    logins: Vec<Result<Vec<Act>, UpstreamError>>,
+    settings: Settings,
+) -> (Deliverer, Arc<AccountStatus>, Arc<Mutex<Vec<u8>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let fake = Arc::new(Fake {
+        logins: Mutex::new(logins.into()),
+        log: log.clone(),
+    });
+    let account = AccountRef {
+        id: ACCOUNT.into(),
+        email: ACCOUNT.into(),
+    };
+    let clock = Arc::new(TokioClock::starting_at(t0()));
+    let d = Deliverer::start(store.clone(), &[account], fake, settings, clock);
+    let status = d.status(ACCOUNT).unwrap();
+    (d, status, log)
+}
+
+fn settings() -> Settings {
+    Settings::new(Policy::default(), None, 0, "proxy.local")
+}
+
+/// Waits (in paused time) until the queue is empty, at most `limit`.
+async fn drained(store: &Store, limit: Duration) -> Duration {
+    let start = tokio::time::Instant::now();
+    while !store.list().unwrap().is_empty() {
+        assert!(
+            start.elapsed() < limit,
+            "queue not drained after {limit:?}: {:?}",
+            store.list().unwrap()
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    start.elapsed()
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_down_then_up_delivers_once() {
+    let (_dir, store) = store();
+    put(&store, &["b@x.cn"], t0(), BODY);
+    let (d, status, log) = start(
+        &store,
+        vec![Err(unreachable()), Err(unreachable())],
+        settings(),
+    );
+    let took = drained(&store, Duration::from_secs(3600)).await;
+    assert!(took >= Duration::from_secs(60), "backed off: {took:?}");
+    d.shutdown(Duration::from_secs(5)).await;
+    let got = log.lock().unwrap().clone();
+    assert_eq!(count(&got, BODY), 1, "delivered exactly once");
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_535_holds_the_account_until_a_login_works() {
+    let (_dir, store) = store();
+    put(&store, &["b@x.cn"], t0(), BODY);
+    let (d, status, log) = start(
+        &store,
+        vec![Err(refused_code()), Err(refused_code())],
+        settings(),
+    );
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    assert!(status
+        .failing()
+        .is_some_and(|h| h.contains("authorization code")));
+    assert_eq!(store.list().unwrap().len(), 1, "still queued while held");
+    drained(&store, Duration::from_secs(2 * 3600)).await;
+    assert_eq!(status.failing(), None, "resumed after a login worked");
+    d.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(count(&log.lock().unwrap(), BODY), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn mailbox_not_found_bounces_to_the_account() {
+    let (_dir, store) = store();
+    let env = put(&store, &["nobody@x.cn"], t0(), BODY);
+    let (d, status, log) = start(&store, vec![Ok(vec![OK, NOT_FOUND, OK])], settings());
+    drained(&store, Duration::from_secs(600)).await;
+    d.shutdown(Duration::from_secs(5)).await;
+    let got = log.lock().unwrap().clone();
+    assert_eq!(status.bounced.load(Ordering::Relaxed), 1);
+    assert!(
+        has(&got, format!("RCPT TO:<{ACCOUNT}>").as_bytes()),
+        "the DSN goes to the account"
+    );
+    assert!(has(&got, b"multipart/report") && has(&got, env.id.as_str().as_bytes()));
+    assert!(has(&got, b"Mailbox not found"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_spaces_messages() {
+    let (_dir, store) = store();
+    for _ in 0..3 {
+        put(&store, &["b@x.cn"], t0(), BODY);
+    }
+    let mut s = settings();
+    s.rate = crate::queue::schedule::Rate::parse("2/min").unwrap();
+    let (d, _, _) = start(&store, vec![], s);
+    let took = drained(&store, Duration::from_secs(600)).await;
+    assert!(
+        took >= Duration::from_secs(60),
+        "3 messages at 2/min take a minute: {took:?}"
+    );
+    d.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_limit_holds_until_the_next_day() {
+    let (_dir, store) = store();
+    put(&store, &["b@x.cn"], t0(), BODY);
+    put(&store, &["b@x.cn"], t0(), BODY);
+    let mut s = settings();
+    s.daily_limit = 1;
+    let (d, status, _) = start(&store, vec![], s);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        store.list().unwrap().len(),
+        1,
+        "the second waits for the next day"
+    );
+    let took = drained(&store, Duration::from_secs(2 * 86400)).await;
+    let midnight = 86400 - 1_800_000_000 % 86400;
+    assert!(took + Duration::from_secs(60) >= Duration::from_secs(midnight));
+    d.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_age_bounces() {
+    let (_dir, store) = store();
+    let old = t0() - Duration::from_secs(5 * 86400 + 1);
+    put(&store, &["b@x.cn"], old, BODY);
+    let (d, status, log) = start(&store, vec![], settings());
+    drained(&store, Duration::from_secs(600)).await;
+    d.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(status.bounced.load(Ordering::Relaxed), 1);
+    let got = log.lock().unwrap().clone();
+    assert!(
+        !has(&got, b"RCPT TO:<b@x.cn>"),
+        "an expired message is not sent"
+    );
+    assert!(has(&got, format!("RCPT TO:<{ACCOUNT}>").as_bytes()));
 }

@@ -382,6 +382,8 @@ impl<C: Connector> Worker<C> {
         })
         .await?;
         info!(id = %id, bounce = %bounce.id, "queue: bounce queued for the account");
+        // The bounce is this worker's own next message: do not sleep past it.
+        self.p.wake.notify_one();
         Ok(())
     }
 
