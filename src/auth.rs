@@ -1,13 +1,15 @@
 //! Local authentication: argon2 verification of local users, a short-lived cache of
-//! successful checks, and per-host throttling and lockout against guessing.
+//! successful checks, and the rules against guessing: per-host delays and lockout
+//! (`failures.rs`), a per-user budget that holds whatever the source address
+//! (`budget.rs`), and a global ceiling on password checks per second (`ceiling.rs`).
 //!
 //! Argon2 is deliberately slow (tens of milliseconds), so a successful check is
 //! remembered for `auth_cache_ttl` under a keyed BLAKE2b hash of user and password (the
 //! cache never holds a password, and its key is random per process), as Dovecot's auth
 //! cache does. Failed checks are never cached; the same hash, truncated, is what the
 //! failure table ([`FailureTable`], `failures.rs`) tells repeated attempts apart by. That
-//! table, with its key, is the one piece that outlives a reload; users, hashes and the
-//! cache always follow the configuration in force.
+//! table (with its key), the per-user budgets and the ceiling are what outlives a reload
+//! ([`Guards`]); users, hashes and the cache always follow the configuration in force.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,11 +23,17 @@ use blake2::Blake2bMac512;
 use rand::RngCore;
 
 use crate::config::{Account, Config, Limits, User};
+use crate::metrics::Metrics;
 use crate::proto::Credentials;
 use crate::secrets::Secret;
 
+mod budget;
+mod ceiling;
 mod failures;
 
+pub use budget::UserBudgets;
+use budget::{Bucket, BudgetPolicy, Ended};
+pub use ceiling::Ceiling;
 pub use failures::FailureTable;
 use failures::{Admit, Fingerprint, Policy, Ticket};
 
@@ -40,6 +48,22 @@ pub enum Verdict {
     Rejected,
     /// The client's host is locked out after too many distinct failures.
     LockedOut,
+    /// Too many password checks at once (`max_password_checks_per_second`): nothing was
+    /// checked; answer with the protocol's temporary failure.
+    Busy,
+}
+
+/// What local authentication keeps across reloads: the authenticator built from a new
+/// configuration takes it over, so a SIGHUP forgives no failure, ends no lockout or
+/// throttle, and does not double the ceiling.
+#[derive(Clone, Default)]
+pub struct Guards {
+    /// Failed logins and lockouts per client host.
+    pub failures: Arc<FailureTable>,
+    /// Failed logins per local user, whatever the address.
+    pub budgets: Arc<UserBudgets>,
+    /// Password checks per second, all users and hosts together.
+    pub ceiling: Arc<Ceiling>,
 }
 
 /// What unknown users are checked against: the hash of a password nobody is given.
@@ -59,21 +83,28 @@ pub struct Authenticator {
     users: HashMap<String, LocalUser>,
     dummy_hash: String,
     cache: Mutex<HashMap<[u8; 64], Instant>>,
-    /// Shared with the authenticators before and after a reload; holds the key of the
-    /// hash of user and password, so that fingerprints stay the same across reloads.
-    failures: Arc<FailureTable>,
+    /// Shared with the authenticators before and after a reload; the failure table holds
+    /// the key of the hash of user and password, so that fingerprints stay the same.
+    guards: Guards,
+    metrics: Arc<Metrics>,
     ttl: Duration,
     policy: Policy,
+    budget_policy: BudgetPolicy,
     /// Password checks running at once: each holds argon2's 19 MiB, so a flood of
     /// logins must queue rather than take gigabytes.
     checks: tokio::sync::Semaphore,
 }
 
 impl Authenticator {
-    /// Builds the user table from the config (and any generated users). `failures` is
-    /// the running authenticator's table on a reload (so that no failure or lockout is
-    /// forgiven), a new one at start.
-    pub fn new(config: &Config, users: &[User], failures: Arc<FailureTable>) -> Authenticator {
+    /// Builds the user table from the config (and any generated users). `guards` are the
+    /// running authenticator's on a reload (so that no failure, lockout or throttle is
+    /// forgiven), new ones at start.
+    pub fn new(
+        config: &Config,
+        users: &[User],
+        guards: Guards,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
         let table = users
             .iter()
             .map(|u| {
@@ -86,13 +117,14 @@ impl Authenticator {
                 )
             })
             .collect();
-        Self::with_limits(table, &config.limits, failures)
+        Self::with_limits(table, &config.limits, guards, metrics)
     }
 
     fn with_limits(
         users: HashMap<String, LocalUser>,
         limits: &Limits,
-        failures: Arc<FailureTable>,
+        guards: Guards,
+        metrics: Arc<Metrics>,
     ) -> Authenticator {
         // Unknown users are checked against this hash so that they cost as much time as
         // known ones: response timing must not reveal which user names exist.
@@ -103,14 +135,24 @@ impl Authenticator {
             lockout_failures: limits.lockout_failures,
             lockout_duration: limits.lockout_duration,
         };
-        failures.set_policy(policy);
+        guards.failures.set_policy(policy);
+        let budget_policy = BudgetPolicy {
+            failures: limits.user_throttle_failures.max(1),
+            interval: limits.user_throttle_interval,
+        };
+        guards.budgets.set_policy(budget_policy);
+        guards
+            .ceiling
+            .set_rate(limits.max_password_checks_per_second);
         Authenticator {
             users,
             dummy_hash,
             cache: Mutex::new(HashMap::new()),
-            failures,
+            guards,
+            metrics,
             ttl: limits.auth_cache_ttl,
             policy,
+            budget_policy,
             checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
             ),
@@ -125,12 +167,17 @@ impl Authenticator {
     /// The lockout policy in force: the newest configuration's, also for sessions that
     /// began before a reload and still hold this authenticator.
     fn policy(&self) -> Policy {
-        self.failures.policy_or(self.policy)
+        self.guards.failures.policy_or(self.policy)
     }
 
-    /// The failed-login table, for the authenticator that replaces this one on reload.
-    pub fn failure_table(&self) -> Arc<FailureTable> {
-        self.failures.clone()
+    /// The per-user budget policy in force (the newest configuration's, likewise).
+    fn budget_policy(&self) -> BudgetPolicy {
+        self.guards.budgets.policy_or(self.budget_policy)
+    }
+
+    /// What the authenticator that replaces this one on reload takes over.
+    pub fn guards(&self) -> Guards {
+        self.guards.clone()
     }
 
     /// Verifies `creds` from `ip`. A failure is answered only after a delay that grows
@@ -143,15 +190,27 @@ impl Authenticator {
     }
 
     /// [`Authenticator::verify`] for a client whose [`Host`] is known (a session knows
-    /// whether its client is on the proxy's own IPv6 /64: [`Host::of_peer`]).
+    /// whether its client is on the proxy's own IPv6 /64: [`Host::of_peer`]). Besides
+    /// the per-host rule, the user's budget applies whatever the address: once spent,
+    /// a login for that user is checked only on its turn (one per
+    /// `user_throttle_interval`) unless it comes from a host that logged in as that
+    /// user before; and at most `max_password_checks_per_second` checks run.
     pub async fn verify_from(&self, host: Host, creds: &Credentials) -> Verdict {
         if self.locked(host) {
             return Verdict::LockedOut;
         }
         let user = self.users.get(&creds.user);
+        // Unknown names share one budget: cycling names buys nothing.
+        let bucket = match user {
+            Some(_) => Bucket::User(creds.user.clone()),
+            None => Bucket::Unknown,
+        };
         let key = self.cache_key(creds, user.map_or(&self.dummy_hash, |u| &u.hash));
         if let Some(user) = user {
-            if self.cached(&key) {
+            // Under attack, only a known host may skip its turn through the cache: a
+            // lookup made without a turn would be a password oracle.
+            let (budgets, policy) = (&self.guards.budgets, self.budget_policy());
+            if self.cached(&key) && budgets.may_use_cache(&bucket, host, policy, Instant::now()) {
                 return Verdict::Accepted(user.account.clone());
             }
         }
@@ -159,27 +218,35 @@ impl Authenticator {
             Ok(ticket) => ticket,
             Err(verdict) => return verdict,
         };
+        let share = match self.guards.budgets.begin(
+            (&bucket, fingerprint(&key)),
+            host,
+            self.budget_policy(),
+            Instant::now(),
+        ) {
+            Ok(share) => share,
+            Err(throttled) => {
+                self.metrics.login_throttled(throttled.new_episode);
+                return self.refuse_unchecked(ticket).await;
+            }
+        };
+        // Both the ticket and the share are held while the check queues; dropped (a
+        // refusal below, or the client gone), they count and spend nothing.
+        if !self.guards.ceiling.acquire().await {
+            self.metrics.password_check_refused();
+            return Verdict::Busy;
+        }
         let (hash, account) = match user {
             Some(u) => (u.hash.clone(), Some(u.account.clone())),
             None => (self.dummy_hash.clone(), None),
         };
-        // The ticket is held while the check queues: it counts as a guess already.
-        let Ok(permit) = self.checks.acquire().await else {
-            return Verdict::Rejected;
-        };
-        // A lockout may have begun while this check waited for its turn (despite its slot:
-        // a reload may have lowered `lockout_failures`).
-        if self.locked(host) {
+        let Some(ok) = self.check(host, &creds.password, hash).await else {
             return Verdict::LockedOut;
-        }
-        let password = creds.password.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .unwrap_or(false);
-        // The permit covers the hashing only, not the failure delay below.
-        drop(permit);
+        };
         let now = Instant::now();
-        let penalty = match (ok, account) {
+        let right = ok && account.is_some();
+        share.finish(if right { Ended::Right } else { Ended::Wrong }, now);
+        let penalty = match (right, account) {
             (true, Some(account)) => match ticket.succeed(now) {
                 Ok(()) => {
                     self.remember(key);
@@ -199,15 +266,56 @@ impl Authenticator {
         }
     }
 
+    /// Runs argon2 once a memory permit is free; `None` if `host` was locked out while
+    /// the check waited for its turn (despite its slot: a reload may have lowered
+    /// `lockout_failures`).
+    async fn check(&self, host: Host, password: &Secret, hash: String) -> Option<bool> {
+        let Ok(permit) = self.checks.acquire().await else {
+            return Some(false);
+        };
+        if self.locked(host) {
+            return None;
+        }
+        let password = password.clone();
+        let started = std::time::Instant::now();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .unwrap_or(false);
+        // The permit covers the hashing only, not the failure delay.
+        drop(permit);
+        self.guards.ceiling.observe(started.elapsed());
+        self.metrics.password_checked();
+        Some(ok)
+    }
+
+    /// Answers a login refused unchecked (its user is throttled) exactly like a checked
+    /// wrong password: after the time a check takes and the delay the host's next
+    /// failure would get. Nothing is counted against the host: no guess was checked (and
+    /// a right password retried later must not count as a repeat of a failure).
+    async fn refuse_unchecked(&self, ticket: Ticket<'_>) -> Verdict {
+        tokio::time::sleep(self.guards.ceiling.estimate()).await;
+        let penalty = ticket.release(Instant::now());
+        tokio::time::sleep(penalty.delay).await;
+        if penalty.locked {
+            Verdict::LockedOut
+        } else {
+            Verdict::Rejected
+        }
+    }
+
     /// A slot for checking attempt `fp` from `host`, waiting while every slot is held by
     /// checks in progress; `None` if the host is (or becomes) locked out.
     async fn admit(&self, host: Host, fp: Fingerprint) -> Result<Ticket<'_>, Verdict> {
         loop {
             // Registered before asking, so that a slot freed in between is not missed.
-            let changed = self.failures.changed().notified();
+            let changed = self.guards.failures.changed().notified();
             let mut changed = std::pin::pin!(changed);
             changed.as_mut().enable();
-            match self.failures.begin(host, fp, self.policy(), Instant::now()) {
+            match self
+                .guards
+                .failures
+                .begin(host, fp, self.policy(), Instant::now())
+            {
                 Admit::Check(ticket) => return Ok(ticket),
                 Admit::Locked => return Err(Verdict::LockedOut),
                 Admit::Full => changed.await,
@@ -223,7 +331,7 @@ impl Authenticator {
     /// checked against (so that a password changed by a reload makes every earlier
     /// attempt a new one, for the success cache and the failure table alike).
     fn cache_key(&self, creds: &Credentials, stored: &str) -> [u8; 64] {
-        let mut mac = match <Blake2bMac512 as KeyInit>::new_from_slice(self.failures.key()) {
+        let mut mac = match <Blake2bMac512 as KeyInit>::new_from_slice(self.guards.failures.key()) {
             Ok(m) => m,
             Err(_) => return [0; 64],
         };
@@ -266,7 +374,9 @@ impl Authenticator {
     }
 
     fn locked(&self, host: Host) -> bool {
-        self.failures.locked(host, self.policy(), Instant::now())
+        self.guards
+            .failures
+            .locked(host, self.policy(), Instant::now())
     }
 }
 

@@ -14,8 +14,10 @@
 //! `config` turns TOML and `QQMAIL_*` variables into typed settings, `providers` holds
 //! the presets, `secrets` the zeroizing `Secret`, `host` which addresses the
 //! per-address limits count as one client, `runtime` what sessions share, `state`
-//! generated local logins, `logging` the escaping of every logged value, `metrics` +
-//! `admin` the health and Prometheus endpoint, and `cli` the command line.
+//! generated local logins, `trust` which state files it believes (owner and mode),
+//! `fdlimit` the descriptor budget, `logging` the escaping of every logged value,
+//! `queue` the durable store-and-forward spool, `metrics` + `admin` the health and
+//! Prometheus endpoint, and `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -23,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod fdlimit;
 pub mod host;
 pub mod logging;
 pub mod metrics;
@@ -36,4 +39,5 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod tls;
+pub mod trust;
 pub mod upstream;

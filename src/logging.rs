@@ -173,7 +173,7 @@ impl<W: io::Write> io::Write for JsonEscaping<W> {
 /// Whether the text log may use colours: only on a terminal, and not with `NO_COLOR`.
 pub fn use_colour() -> bool {
     use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").map_or(true, |v| v.is_empty())
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

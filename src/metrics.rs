@@ -22,11 +22,23 @@ pub struct Metrics {
     bytes_in: [AtomicU64; 3],
     bytes_out: [AtomicU64; 3],
     auth_failures: [AtomicU64; 3],
+    cross_protocol: [AtomicU64; 3],
     messages: AtomicU64,
     login_buckets: [AtomicU64; BUCKETS.len()],
     login_count: AtomicU64,
     login_sum_micros: AtomicU64,
     last_upstream_ok: Mutex<BTreeMap<(Protocol, String), bool>>,
+    /// Guessing defences: per-user throttle and the password-check ceiling.
+    guard: GuardCounters,
+}
+
+/// Counters of the defences against password guessing (`src/auth/`).
+#[derive(Default)]
+struct GuardCounters {
+    attacks: AtomicU64,
+    throttled: AtomicU64,
+    checks: AtomicU64,
+    checks_refused: AtomicU64,
 }
 
 fn idx(p: Protocol) -> usize {
@@ -66,6 +78,11 @@ impl Metrics {
     /// A local login failed.
     pub fn auth_failed(&self, p: Protocol) {
         self.auth_failures[idx(p)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client sent HTTP to a mail port and was closed (cross-protocol attack).
+    pub fn cross_protocol(&self, p: Protocol) {
+        self.cross_protocol[idx(p)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An SMTP message was accepted by the upstream.
@@ -149,6 +166,11 @@ impl Metrics {
                 "Failed local logins.",
                 &self.auth_failures,
             ),
+            (
+                "qqmail_proxy_cross_protocol_total",
+                "Sessions closed for sending HTTP to a mail port (cross-protocol attack).",
+                &self.cross_protocol,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
@@ -204,6 +226,59 @@ impl Metrics {
             self.login_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "qqmail_proxy_login_seconds_count {count}");
+        self.render_guard(&mut out);
         out
+    }
+}
+
+/// Guessing defences: what the authenticator reports (`src/auth.rs`).
+impl Metrics {
+    /// A login was refused unchecked because its user is throttled; `new_episode` when
+    /// that began an attack on the user.
+    pub fn login_throttled(&self, new_episode: bool) {
+        self.guard.throttled.fetch_add(1, Ordering::Relaxed);
+        if new_episode {
+            self.guard.attacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A password was checked (one argon2 run).
+    pub fn password_checked(&self) {
+        self.guard.checks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A password check was refused by `max_password_checks_per_second`.
+    pub fn password_check_refused(&self) {
+        self.guard.checks_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render_guard(&self, out: &mut String) {
+        for (name, help, counter) in [
+            (
+                "qqmail_proxy_users_attacked_total",
+                "Times a local user (unknown names counting as one) came under attack: its \
+                 failed-login budget spent, its logins throttled.",
+                &self.guard.attacks,
+            ),
+            (
+                "qqmail_proxy_logins_throttled_total",
+                "Logins refused unchecked because their user was throttled.",
+                &self.guard.throttled,
+            ),
+            (
+                "qqmail_proxy_password_checks_total",
+                "Local passwords checked (argon2 runs).",
+                &self.guard.checks,
+            ),
+            (
+                "qqmail_proxy_password_checks_refused_total",
+                "Logins answered with a temporary failure by max_password_checks_per_second.",
+                &self.guard.checks_refused,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
     }
 }

@@ -2,7 +2,8 @@
 //! authenticator, the STARTTLS acceptor, one verified TLS client config per account, and
 //! what was learnt from upstreams. Rebuilt whole on SIGHUP; sessions keep the one they
 //! started with. Only [`Kept`] passes from one runtime to the next: the counters and the
-//! failed-login table (a reload must not forgive failures or end lockouts).
+//! guessing defences' state (a reload must not forgive failures, end lockouts or
+//! throttles).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::{Authenticator, FailureTable};
+use crate::auth::{Authenticator, Guards};
 use crate::config::{Account, Config, User};
 use crate::metrics::Metrics;
 use crate::proto::StartTlsMode;
@@ -30,8 +31,8 @@ pub enum RuntimeError {
 pub struct Kept {
     /// Counters for the admin endpoint.
     pub metrics: Arc<Metrics>,
-    /// Failed logins and lockouts per client host.
-    pub failures: Arc<FailureTable>,
+    /// Failed logins and lockouts per client host, budgets per user, the check ceiling.
+    pub guards: Guards,
 }
 
 /// Shared session state.
@@ -58,7 +59,7 @@ impl Runtime {
     /// Builds the runtime; generates the local certificate if needed. `kept` is
     /// `Kept::default()` at start, the running runtime's [`Runtime::kept`] on a reload.
     pub fn build(config: Config, users: &[User], kept: Kept) -> Result<Runtime, RuntimeError> {
-        let Kept { metrics, failures } = kept;
+        let Kept { metrics, guards } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
             config.imap.as_ref(),
@@ -80,7 +81,7 @@ impl Runtime {
                 tls::upstream::client_config(a.ca_file.as_deref())?,
             );
         }
-        let auth = Authenticator::new(&config, users, failures);
+        let auth = Authenticator::new(&config, users, guards, metrics.clone());
         let ttl = config.limits.warm_upstream_ttl;
         let pool = (!ttl.is_zero()).then(|| crate::upstream::pool::Pool::new(ttl));
         Ok(Runtime {
@@ -121,7 +122,12 @@ impl Runtime {
             warnings: Vec::new(),
         };
         Ok(Runtime {
-            auth: Authenticator::new(&shallow, users, Arc::default()),
+            auth: Authenticator::new(
+                &shallow,
+                users,
+                Guards::default(),
+                Arc::new(Metrics::default()),
+            ),
             config: Arc::new(shallow),
             acceptor: None,
             fingerprint: None,
@@ -137,7 +143,7 @@ impl Runtime {
     pub fn kept(&self) -> Kept {
         Kept {
             metrics: self.metrics.clone(),
-            failures: self.auth.failure_table(),
+            guards: self.auth.guards(),
         }
     }
 

@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # clients driven by tests/it and tests/interop
   curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
+  # network namespaces with many IPv6 addresses (tests/it/hardening/netns.rs)
+  iproute2
   # the stand-in for QQ Mail in tests/interop
   dovecot-core dovecot-imapd dovecot-pop3d dovecot-lmtpd postfix
   # benchmark peers (bench/): stunnel, and Postfix's SASL client modules for the relayhost

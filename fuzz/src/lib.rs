@@ -203,6 +203,10 @@ pub fn drive<P: LoginPhase>(data: &[u8], make: fn(Policy) -> P) {
                     assert_lines("close", &bytes);
                     return;
                 }
+                Action::CrossProtocol(bytes) => {
+                    assert_lines("cross-protocol close", &bytes);
+                    return;
+                }
             }
         }
     }

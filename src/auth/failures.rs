@@ -381,6 +381,14 @@ impl Ticket<'_> {
         self.table.end(self.host, self.fp, true, self.policy, now)
     }
 
+    /// No verdict: the login was refused unchecked (its user is throttled). Frees the
+    /// slot, counts nothing, and returns the penalty a failure would have got, so that
+    /// the refusal is answered as late as a checked failure.
+    pub(super) fn release(mut self, now: Instant) -> Penalty {
+        self.open = false;
+        self.table.end(self.host, self.fp, false, self.policy, now)
+    }
+
     /// The password was right: `Err` with a failure's penalty if the host was locked out
     /// meanwhile. Forgives nothing.
     pub(super) fn succeed(mut self, now: Instant) -> Result<(), Penalty> {

@@ -18,8 +18,8 @@ fn account() -> Arc<Account> {
     })
 }
 
-/// An authenticator for `users` (name, password) sharing `table`.
-fn auth_with(users: &[(&str, &str)], limits: &Limits, table: Arc<FailureTable>) -> Authenticator {
+/// An authenticator for `users` (name, password) sharing `guards`.
+fn auth_with(users: &[(&str, &str)], limits: &Limits, guards: Guards) -> Authenticator {
     let users = users
         .iter()
         .map(|(name, pw)| {
@@ -28,14 +28,14 @@ fn auth_with(users: &[(&str, &str)], limits: &Limits, table: Arc<FailureTable>) 
             (name.to_string(), LocalUser { hash, account })
         })
         .collect();
-    Authenticator::with_limits(users, limits, table)
+    Authenticator::with_limits(users, limits, guards, Arc::default())
 }
 
 fn auth(limits: &Limits) -> Authenticator {
     auth_with(
         &[("printer", "secret"), ("scanner", "scan-pw")],
         limits,
-        Arc::default(),
+        Guards::default(),
     )
 }
 
@@ -62,6 +62,7 @@ enum Want {
     Ok,
     No,
     Locked,
+    Busy,
 }
 
 fn kind(v: &Verdict) -> Want {
@@ -69,6 +70,7 @@ fn kind(v: &Verdict) -> Want {
         Verdict::Accepted(_) => Want::Ok,
         Verdict::Rejected => Want::No,
         Verdict::LockedOut => Want::Locked,
+        Verdict::Busy => Want::Busy,
     }
 }
 
@@ -194,7 +196,7 @@ async fn a_reload_keeps_failures_but_not_users_or_the_cache() {
         assert_eq!(kind(&old.verify(ip, &creds(user, pw)).await), want);
     }
     // Printer's password changes and scanner is removed.
-    let new = auth_with(&[("printer", "new-pw")], &limits, old.failure_table());
+    let new = auth_with(&[("printer", "new-pw")], &limits, old.guards());
     for (ip, (user, pw), want) in [
         (IP, ("printer", "new-pw"), Locked),
         // Both cached before, from OTHER; the success in between forgives nothing, so
@@ -248,6 +250,7 @@ async fn parallel_guesses_cannot_exceed_the_limit() {
                 Want::No => rejected += 1,
                 Want::Locked => {}
                 Want::Ok => panic!("{name}: a wrong password was accepted"),
+                Want::Busy => panic!("{name}: refused by the check ceiling"),
             }
         }
         assert_eq!(rejected, want_rejected, "{name}: plain rejections");
@@ -274,15 +277,11 @@ async fn a_lockout_during_the_check_refuses_right_and_wrong_alike() {
             (kind(&verdict), t.elapsed())
         });
         // Until the check holds its slot; it then runs argon2 without yielding before.
-        while old.failures.in_progress(Host::of(IP)) == 0 {
+        while old.guards.failures.in_progress(Host::of(IP)) == 0 {
             tokio::task::yield_now().await;
         }
         // A reload lowers the limit while the check runs.
-        let new = auth_with(
-            &[("printer", "secret")],
-            &lockout_after(1),
-            old.failure_table(),
-        );
+        let new = auth_with(&[("printer", "secret")], &lockout_after(1), old.guards());
         let locking = new.verify(IP, &creds("printer", "g2")).await;
         assert_eq!(kind(&locking), Want::Locked, "{pw}");
         answers.push(check.await.unwrap());
@@ -330,7 +329,7 @@ async fn sessions_from_before_a_reload_follow_the_new_lockout_policy() {
             lockout_duration: Duration::from_secs(3600),
             ..brief.clone()
         },
-        old.failure_table(),
+        old.guards(),
     );
     for (a, pw, want) in [
         (&new, "guess-1", No),
@@ -346,4 +345,118 @@ async fn sessions_from_before_a_reload_follow_the_new_lockout_policy() {
             "{pw}"
         );
     }
+}
+
+/// On-link IPv6 client `n` of a proxy at fd00::1: each address a host of its own.
+fn lan(n: u16) -> Host {
+    let ip = IpAddr::V6(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x100 + n));
+    Host::of_peer(ip, Some("fd00::1".parse().unwrap()))
+}
+
+/// Guessing from many LAN addresses: the per-host rule never bites (one guess each), the
+/// per-user budget does, for known and unknown names alike; the owner's usual address
+/// still gets in, from the cache or by a check.
+#[tokio::test(start_paused = true)]
+async fn a_users_budget_holds_whatever_the_address() {
+    use Want::*;
+    let limits = Limits {
+        user_throttle_failures: 3,
+        user_throttle_interval: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let a = auth(&limits);
+    let owner = lan(999);
+    #[rustfmt::skip]
+    let steps: &[(Host, (&str, &str), Want)] = &[
+        (owner, ("printer", "secret"), Ok),
+        (lan(1), ("printer", "g1"), No), (lan(2), ("printer", "g2"), No),
+        (lan(3), ("printer", "g3"), No),
+        // Budget spent: refused unchecked, the right password too (no turn is free).
+        (lan(4), ("printer", "secret"), No), (lan(5), ("printer", "g5"), No),
+        // The owner's usual address gets in (from the cache).
+        (owner, ("printer", "secret"), Ok),
+        // Another user is not affected.
+        (lan(6), ("scanner", "scan-pw"), Ok),
+        // Unknown names share one budget, whatever the name.
+        (lan(7), ("nobody", "x"), No), (lan(8), ("someone", "x"), No),
+        (lan(9), ("anyone", "x"), No), (lan(10), ("whoever", "x"), No),
+        (lan(11), ("scanner", "scan-pw"), Ok),
+    ];
+    for (i, (host, (user, pw), want)) in steps.iter().enumerate() {
+        let got = kind(&a.verify_from(*host, &creds(user, pw)).await);
+        assert_eq!(got, *want, "step {} ({host} {user}/{pw})", i + 1);
+    }
+    let metrics = a.metrics.render();
+    assert!(
+        metrics.contains("qqmail_proxy_logins_throttled_total 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("qqmail_proxy_users_attacked_total 2\n"),
+        "{metrics}"
+    );
+    // A reload keeps the budgets: still throttled under the new authenticator, whose
+    // empty cache makes the owner's login a check (from a known address: not throttled).
+    let new = auth_with(&[("printer", "secret")], &limits, a.guards());
+    let got = new.verify_from(lan(12), &creds("printer", "secret")).await;
+    assert_eq!(kind(&got), No, "after a reload");
+    let got = new.verify_from(owner, &creds("printer", "secret")).await;
+    assert_eq!(kind(&got), Ok, "the owner after a reload");
+}
+
+/// A throttled login is answered as late as a checked wrong password: the time a check
+/// takes and the host's failure delay.
+#[tokio::test(start_paused = true)]
+async fn a_throttled_login_is_answered_like_a_checked_failure() {
+    let limits = Limits {
+        user_throttle_failures: 1,
+        user_throttle_interval: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let a = auth(&limits);
+    assert_eq!(
+        kind(&a.verify_from(lan(1), &creds("nobody", "x")).await),
+        Want::No
+    );
+    let estimate = a.guards.ceiling.estimate();
+    let t = tokio::time::Instant::now();
+    let got = a.verify_from(lan(2), &creds("nobody", "y")).await;
+    assert_eq!(kind(&got), Want::No);
+    // Within the paused clock's millisecond rounding.
+    let want = estimate + Duration::from_millis(250);
+    let took = t.elapsed();
+    assert!(
+        took >= want && took <= want + Duration::from_millis(2),
+        "{took:?} vs {want:?}"
+    );
+}
+
+/// More checks at once than the ceiling allows in ten seconds: the excess is refused
+/// (temporary failure) without a check, the rest wait their turn.
+#[tokio::test(start_paused = true)]
+async fn the_check_ceiling_defers_then_refuses() {
+    let limits = Limits {
+        max_password_checks_per_second: 1,
+        ..Limits::default()
+    };
+    let a = Arc::new(auth(&limits));
+    let tasks: Vec<_> = (0..15)
+        .map(|n| {
+            let a = a.clone();
+            tokio::spawn(async move {
+                let host = lan(n);
+                matches!(
+                    a.verify_from(host, &creds("printer", &format!("g{n}")))
+                        .await,
+                    Verdict::Busy
+                )
+            })
+        })
+        .collect();
+    let mut busy = 0;
+    for t in tasks {
+        busy += usize::from(t.await.unwrap());
+    }
+    // One a second, for at most ten seconds of waiting: eleven checks, four refused.
+    assert_eq!(busy, 4);
 }

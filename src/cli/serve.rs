@@ -1,8 +1,8 @@
-//! `qqmail-proxy serve`: load and validate, set up logging, generate what is missing,
-//! bind, announce readiness, run until SIGTERM/SIGINT, reload on SIGHUP. A reload keeps
-//! the counters and the failed-login table ([`Kept`]); everything else follows the new
-//! configuration, except the listen addresses (bound once at start), whose change is
-//! logged as needing a restart.
+//! `qqmail-proxy serve`: load and validate, set up logging, raise the descriptor limit,
+//! generate what is missing, bind, announce readiness, run until SIGTERM/SIGINT, reload
+//! on SIGHUP. A reload keeps the counters and the failed-login table ([`Kept`]);
+//! everything else follows the new configuration, except the listen addresses (bound
+//! once at start), whose change is logged as needing a restart.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    log_nofile(crate::fdlimit::raise_nofile());
     let admin = config.admin;
     let rt = build(config, Kept::default())?;
     describe(&rt);
@@ -81,6 +82,20 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// Logs the descriptor limits found and set at start (`None` prints as "unlimited").
+fn log_nofile(l: crate::fdlimit::NofileLimit) {
+    let show = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
+    let (was, now, hard) = (show(l.was), show(l.now), show(l.hard));
+    if l.was == l.now {
+        info!(soft = %now, hard = %hard, "open file limit (RLIMIT_NOFILE)");
+    } else {
+        info!(was = %was, soft = %now, hard = %hard, "raised the open file limit (RLIMIT_NOFILE) to the hard limit");
+    }
+    if l.now != l.hard {
+        warn!(soft = %now, hard = %hard, "could not raise the open file limit to the hard limit");
+    }
 }
 
 fn describe(rt: &Runtime) {

@@ -201,6 +201,16 @@ pub struct Limits {
     pub lockout_duration: Duration,
     /// How long a verified password is remembered (default 5 min; 0 disables).
     pub auth_cache_ttl: Duration,
+    /// Failed logins for one local user, from any address (unknown names share one
+    /// budget), before that user's logins are throttled (default 20). The budget refills
+    /// by one every `user_throttle_interval`.
+    pub user_throttle_failures: u32,
+    /// While a user is throttled, one login is checked per this interval from all
+    /// addresses together (default 90 s: 40 guesses an hour, ~25 h per 1,000).
+    pub user_throttle_interval: Duration,
+    /// Password checks (argon2 runs) per second across all users and hosts (default 10);
+    /// more wait their turn, up to a bound, then get a temporary failure.
+    pub max_password_checks_per_second: u32,
     /// How long shutdown waits for sessions in flight (default 30 s).
     pub shutdown_grace: Duration,
     /// How long a warm upstream spare is kept during bursts of logins (default 20 s;
@@ -224,6 +234,9 @@ impl Default for Limits {
             lockout_failures: 10,
             lockout_duration: Duration::from_secs(15 * 60),
             auth_cache_ttl: Duration::from_secs(5 * 60),
+            user_throttle_failures: 20,
+            user_throttle_interval: Duration::from_secs(90),
+            max_password_checks_per_second: 10,
             shutdown_grace: Duration::from_secs(30),
             warm_upstream_ttl: Duration::from_secs(20),
         }

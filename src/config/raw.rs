@@ -160,6 +160,15 @@ pub struct RawLimits {
     /// How long a lockout lasts.
     #[serde(default, deserialize_with = "duration")]
     pub lockout_duration: Option<Duration>,
+    // Per-user budget and global ceiling of password checks (issue 16 item 2).
+    /// Failed logins for one user, from any address, before that user's logins are
+    /// throttled.
+    pub user_throttle_failures: Option<u32>,
+    /// Once throttled, one login for that user per this interval, from all addresses.
+    #[serde(default, deserialize_with = "duration")]
+    pub user_throttle_interval: Option<Duration>,
+    /// Password checks (argon2 runs) per second, all users and hosts together.
+    pub max_password_checks_per_second: Option<u32>,
     /// How long a successful local login is remembered (skipping argon2).
     #[serde(default, deserialize_with = "duration")]
     pub auth_cache_ttl: Option<Duration>,

@@ -262,6 +262,21 @@ fn every_mistake_names_the_key_and_the_fix() {
             vec!["[limits] upstream_timeout", "longer than 0"],
         ),
         (
+            "user_throttle_failures of 0",
+            limits("user_throttle_failures = 0"),
+            vec!["[limits] user_throttle_failures", "at least 1", "the default, 20"],
+        ),
+        (
+            "user_throttle_interval of 0",
+            limits("user_throttle_interval = \"0s\""),
+            vec!["[limits] user_throttle_interval", "longer than 0"],
+        ),
+        (
+            "max_password_checks_per_second of 0",
+            limits("max_password_checks_per_second = 0"),
+            vec!["[limits] max_password_checks_per_second", "at least 1", "the default, 10"],
+        ),
+        (
             "max_line_length below 512",
             limits("max_line_length = 511"),
             vec!["[limits] max_line_length", "at least 512"],
@@ -362,6 +377,14 @@ fn code_file_trailing_newline_is_trimmed() {
                 .any(|w| w.contains("auth_code_file") && w.contains("chmod 600")),
             "{:?}",
             c.warnings
+        );
+        // One others can write is refused, as a state file is (`crate::trust`).
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o646)).expect("chmod");
+        let fix = format!("`chmod go-w {}`", path.display());
+        assert_error(
+            "code file writable by others",
+            f.load(&toml, &[]),
+            &["auth_code_file", "writable by others", &fix],
         );
     }
     // An empty file is an error, not an empty code sent upstream.

@@ -279,11 +279,22 @@ fn validate_account(
             if trimmed != code.len() {
                 code = Secret::from_slice(&code.expose()[..trimmed]);
             }
+            // The state files' trust rule (`crate::trust`): a code file others can write
+            // is refused. A foreign owner and read access for others are only warned
+            // about: a container secret mount is owned by the host's user and must be
+            // readable by the container's.
+            match crate::trust::check(path, crate::trust::Kind::SharedFile) {
+                Err(d @ crate::trust::Distrust::ForeignOwner { .. }) => {
+                    warnings.push(format!("{}: {d}", key("auth_code_file")))
+                }
+                Err(d) => return Err(invalid(key("auth_code_file"), d.to_string())),
+                Ok(()) => {}
+            }
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
                 if let Ok(meta) = std::fs::metadata(path) {
-                    if meta.permissions().mode() & 0o077 != 0 {
+                    if meta.permissions().mode() & 0o044 != 0 {
                         warnings.push(format!(
                             "{}: {} is readable by other users; `chmod 600` it unless it is a \
                              container secret mount",
@@ -494,6 +505,18 @@ fn validate_limits(l: &raw::RawLimits) -> Result<Limits, ConfigError> {
                 None => Ok(def),
             }
         };
+    // The per-user budget and the check ceiling cannot be switched off: 0 would mean
+    // "refuse every login", which is never what an operator means.
+    let at_least_one = |key: &str, v: Option<u32>, def: u32| -> Result<u32, ConfigError> {
+        match v {
+            Some(0) => Err(invalid(
+                format!("[limits] {key}"),
+                format!("must be at least 1 (remove the key for the default, {def})"),
+            )),
+            Some(n) => Ok(n),
+            None => Ok(def),
+        }
+    };
     Ok(Limits {
         max_line_length,
         max_literal_size: positive("max_literal_size", l.max_literal_size, d.max_literal_size)?,
@@ -516,6 +539,21 @@ fn validate_limits(l: &raw::RawLimits) -> Result<Limits, ConfigError> {
         lockout_failures: l.lockout_failures.unwrap_or(d.lockout_failures).max(1),
         lockout_duration: l.lockout_duration.unwrap_or(d.lockout_duration),
         auth_cache_ttl: l.auth_cache_ttl.unwrap_or(d.auth_cache_ttl),
+        user_throttle_failures: at_least_one(
+            "user_throttle_failures",
+            l.user_throttle_failures,
+            d.user_throttle_failures,
+        )?,
+        user_throttle_interval: nonzero(
+            "user_throttle_interval",
+            l.user_throttle_interval,
+            d.user_throttle_interval,
+        )?,
+        max_password_checks_per_second: at_least_one(
+            "max_password_checks_per_second",
+            l.max_password_checks_per_second,
+            d.max_password_checks_per_second,
+        )?,
         shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
         warm_upstream_ttl: l.warm_upstream_ttl.unwrap_or(d.warm_upstream_ttl),
     })

@@ -12,9 +12,11 @@ use std::mem;
 
 use bytes::{Buf, BytesMut};
 
-use super::line::{Frame, LineFramer};
+use super::line::{has_control, Frame, LineFramer};
 use super::sasl::{self, Mechanism, SaslError};
-use super::{Action, Credentials, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
+use super::{
+    http, Action, Credentials, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode, MAX_ERRORS,
+};
 use crate::secrets::wipe;
 use syntax::{
     parse_authenticate, parse_id, parse_login, tagged, Head, Marker, Parser, Tag, Verb, WipeBuf,
@@ -39,6 +41,10 @@ const BYE_LITERAL_TOO_LARGE: &[u8] = b"* BYE Literal too large\r\n";
 const BYE_INTERNAL: &[u8] = b"* BYE Internal error\r\n";
 const BYE_TIMEOUT: &[u8] = b"* BYE Autologout; idle for too long\r\n";
 const BYE_SHUTDOWN: &[u8] = b"* BYE Server shutting down\r\n";
+const BYE_TOO_MANY_ERRORS: &[u8] = b"* BYE Too many invalid commands\r\n";
+const BYE_CONTROL: &[u8] = b"* BYE Control characters are not allowed\r\n";
+const BYE_HTTP: &[u8] = b"* BYE HTTP request refused; this is an IMAP server\r\n";
+const BAD_CONTROL: &[u8] = b"BAD Syntax error: control characters are not allowed";
 
 /// Longest `UpstreamUnavailable` reason shown to the client, in bytes.
 const MAX_REASON: usize = 200;
@@ -54,6 +60,8 @@ pub struct ImapLogin {
     transport: Transport,
     framer: LineFramer,
     state: State,
+    /// BAD (and refusing NO) answers so far; the session closes at [`MAX_ERRORS`].
+    errors: u32,
 }
 
 /// Whether the client connection is protected yet; fixed by `tls_started`.
@@ -128,6 +136,7 @@ impl ImapLogin {
             transport: Transport::Plain,
             framer,
             state: State::Command,
+            errors: 0,
         }
     }
 
@@ -156,9 +165,45 @@ impl ImapLogin {
         Action::Close(bytes.to_vec())
     }
 
+    /// Answers a protocol error with `reply` (a BAD, or a NO refusing the command), and
+    /// closes instead once [`MAX_ERRORS`] have been answered, as SMTP does.
+    fn error(&mut self, reply: Vec<u8>) -> Action {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            let mut out = reply;
+            out.extend_from_slice(BYE_TOO_MANY_ERRORS);
+            return self.close(&out);
+        }
+        Action::Reply(reply)
+    }
+
+    /// Refuses a command line holding a control byte (see [`has_control`]); the line and
+    /// any literal it announces are never interpreted.
+    fn refuse_control(&mut self, head: &Head, line: &[u8]) -> Action {
+        self.state = State::Command;
+        if Marker::find(line).is_some_and(|m| m.non_sync) {
+            // The literal follows unasked (RFC 7888): it cannot be refused, and must not
+            // be read as commands either.
+            return self.close(BYE_CONTROL);
+        }
+        // A synchronising literal is refused by answering instead of "+" (RFC 3501 §7.5).
+        match &head.tag {
+            Some(tag) => self.error(tagged(tag, BAD_CONTROL)),
+            None => self.error(BAD_UNTAGGED.to_vec()),
+        }
+    }
+
     /// A new command line. `None` means a literal is being read without a reply.
     fn first_line(&mut self, line: &[u8]) -> Option<Action> {
+        // A browser's request line lands where a tag is expected (`POST / HTTP/1.1`).
+        if http::is_http_line(line) {
+            self.state = State::Done;
+            return Some(Action::CrossProtocol(BYE_HTTP.to_vec()));
+        }
         let head = Head::parse(line);
+        if has_control(line) {
+            return Some(self.refuse_control(&head, line));
+        }
         match Marker::find(line) {
             None => Some(self.execute(&head, line.get(head.args..).unwrap_or_default())),
             Some(marker) => {
@@ -171,6 +216,9 @@ impl ImapLogin {
 
     /// The line that follows a literal.
     fn continued_line(&mut self, mut cmd: Pending, line: &[u8]) -> Option<Action> {
+        if has_control(line) {
+            return Some(self.refuse_control(&cmd.head, line));
+        }
         cmd.buf.push(line);
         if cmd.buf.len() > self.command_limit() {
             return Some(self.close(BYE_COMMAND_TOO_LONG));
@@ -197,7 +245,7 @@ impl ImapLogin {
             // A tagged completion instead of "+" rejects the command, and the client
             // sends no literal (RFC 3501 §2.2.1, §7.5).
             self.state = State::Command;
-            return Some(Action::Reply(refusal));
+            return Some(self.error(refusal));
         }
         cmd.buf.push(b"\r\n");
         cmd.buf.reserve(marker.len);
@@ -233,10 +281,10 @@ impl ImapLogin {
         // Most commands leave the phase waiting for the next one.
         self.state = State::Command;
         let Some(tag) = &head.tag else {
-            return Action::Reply(BAD_UNTAGGED.to_vec());
+            return self.error(BAD_UNTAGGED.to_vec());
         };
         let reply = |text: &[u8]| Action::Reply(tagged(tag, text));
-        let bad_args = || reply(b"BAD Invalid arguments");
+        let bad_args = || tagged(tag, b"BAD Invalid arguments");
         let no_args = Parser::new(args).at_end();
         match head.verb {
             Verb::Capability if no_args => {
@@ -253,12 +301,12 @@ impl ImapLogin {
             }
             Verb::StartTls if no_args => {
                 if self.transport == Transport::Tls || self.policy.starttls == StartTlsMode::Off {
-                    return reply(b"BAD STARTTLS not available");
+                    return self.error(tagged(tag, b"BAD STARTTLS not available"));
                 }
                 self.state = State::AwaitTls;
                 Action::StartTls(tagged(tag, b"OK Begin TLS negotiation now"))
             }
-            Verb::Capability | Verb::Noop | Verb::Logout | Verb::StartTls => bad_args(),
+            Verb::Capability | Verb::Noop | Verb::Logout | Verb::StartTls => self.error(bad_args()),
             // RFC 2971 §3.1: ID is valid in any state.
             Verb::Id => match parse_id(args) {
                 Some(()) => {
@@ -266,30 +314,30 @@ impl ImapLogin {
                     out.extend(tagged(tag, b"OK ID completed"));
                     Action::Reply(out)
                 }
-                None => bad_args(),
+                None => self.error(bad_args()),
             },
             // RFC 3501 §6.2.3 (LOGINDISABLED) and RFC 5530 §3 (PRIVACYREQUIRED).
             Verb::Login | Verb::Authenticate if self.privacy_required() => {
-                reply(b"NO [PRIVACYREQUIRED] Use STARTTLS first")
+                self.error(tagged(tag, b"NO [PRIVACYREQUIRED] Use STARTTLS first"))
             }
             Verb::Login => match parse_login(args) {
                 Some(creds) => self.login(tag.clone(), creds),
-                None => bad_args(),
+                None => self.error(bad_args()),
             },
             Verb::Authenticate => self.authenticate(tag.clone(), args),
-            Verb::Other => reply(b"BAD Command not valid before login"),
-            Verb::Invalid => reply(b"BAD Invalid command"),
+            Verb::Other => self.error(tagged(tag, b"BAD Command not valid before login")),
+            Verb::Invalid => self.error(tagged(tag, b"BAD Invalid command")),
         }
     }
 
     /// `AUTHENTICATE SP auth-type [SP (base64 / "=")]` (RFC 3501 §6.2.2, RFC 4959 §3).
     fn authenticate(&mut self, tag: Tag, args: &[u8]) -> Action {
         let Some((name, initial)) = parse_authenticate(args) else {
-            return Action::Reply(tagged(&tag, b"BAD Invalid arguments"));
+            return self.error(tagged(&tag, b"BAD Invalid arguments"));
         };
         match (Mechanism::parse(name), initial) {
             // RFC 3501 §6.2.2: NO for an unsupported mechanism.
-            (None, _) => Action::Reply(tagged(&tag, b"NO Unsupported authentication mechanism")),
+            (None, _) => self.error(tagged(&tag, b"NO Unsupported authentication mechanism")),
             (Some(Mechanism::Plain), Some(response)) => self.plain(tag, response),
             (Some(Mechanism::Login), Some(response)) => self.login_user(tag, response),
             (Some(Mechanism::Plain), None) => {
@@ -347,11 +395,13 @@ impl ImapLogin {
     /// BAD; a well-formed blob that is not a valid message gets the same answer.
     fn sasl_failed(&mut self, tag: &Tag, error: &SaslError) -> Action {
         self.state = State::Command;
-        let text: &[u8] = match error {
-            SaslError::Cancelled => b"BAD Authentication cancelled",
-            SaslError::BadBase64 | SaslError::BadPlain => b"BAD Invalid SASL response",
-        };
-        Action::Reply(tagged(tag, text))
+        match error {
+            // Cancelling is the client's right, not an error (as in SMTP).
+            SaslError::Cancelled => Action::Reply(tagged(tag, b"BAD Authentication cancelled")),
+            SaslError::BadBase64 | SaslError::BadPlain => {
+                self.error(tagged(tag, b"BAD Invalid SASL response"))
+            }
+        }
     }
 
     fn login(&mut self, tag: Tag, creds: Credentials) -> Action {

@@ -104,6 +104,17 @@ pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// True if a command line (its line ending already removed) holds a control byte: NUL,
+/// a CR that did not end the line, DEL, or any other C0 byte except HTAB. Such a line is
+/// refused, never interpreted or passed on: an upstream that ends lines at a bare CR
+/// would read the rest as a second command (injection). HTAB is let through: RFC 5321
+/// commands use SP, but no SMTP, IMAP or POP3 peer treats a tab as a line end, so it
+/// cannot inject, and sloppy legacy devices may send one. Bytes from 0x80 up are text
+/// (UTF-8 user names and passwords).
+pub fn has_control(line: &[u8]) -> bool {
+    line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +178,29 @@ mod tests {
         assert_eq!(reports, 1);
         buf.extend_from_slice(b"tail\r\nNOOP\r\n");
         assert_eq!(f.next_frame(&mut buf), line(b"NOOP"));
+    }
+
+    #[test]
+    fn control_table() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"MAIL FROM:<a@b.c> SIZE=10", false),
+            (b"RCPT TO:<a@b.c>\tNOTIFY=NEVER", false),
+            (b"USER \xe7\x94\xa8\xe6\x88\xb7", false),
+            (b"", false),
+            (b"MAIL FROM:<a@b.c> SIZE=10\rRCPT TO:<x@y.z>", true),
+            (b"RCPT TO:<x@y.z>\0", true),
+            (b"a1 LOGIN user \"pa\x1bss\"", true),
+            (b"NOOP\x7f", true),
+            (b"USER a\x01", true),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                has_control(line),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::secrets::Secret;
 
+pub mod http;
 pub mod imap;
 pub mod line;
 pub mod pop3;
@@ -20,6 +21,15 @@ pub mod smtp;
 #[cfg(test)]
 #[allow(dead_code)] // each protocol's tests use a different part of it
 pub(crate) mod testkit;
+
+#[cfg(test)]
+mod hardening_tests;
+
+/// Protocol errors tolerated before login (unknown commands, bad syntax, refused
+/// arguments) before the session is closed, in all three protocols: Postfix's
+/// `smtpd_hard_error_limit`. Without it a client could probe for ever within the
+/// pre-auth deadline.
+pub const MAX_ERRORS: u32 = 20;
 
 /// The three protocols the proxy serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -128,6 +138,10 @@ pub enum Action {
     Proceed,
     /// Send these bytes, then close the connection.
     Close(Vec<u8>),
+    /// The client sent an HTTP request line or header (see [`http`]): a web page is
+    /// driving a browser against this port (cross-protocol attack). Discard every byte
+    /// still buffered, send these bytes, close, and log and count it.
+    CrossProtocol(Vec<u8>),
     /// No whole command is buffered: read more bytes, then call `advance` again.
     NeedMore,
 }

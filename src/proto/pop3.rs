@@ -8,9 +8,11 @@
 
 use bytes::BytesMut;
 
-use super::line::{split_word, Frame, LineFramer};
+use super::line::{has_control, split_word, Frame, LineFramer};
 use super::sasl::{self, Mechanism, SaslError, LOGIN_PASSWORD_CHALLENGE, LOGIN_USERNAME_CHALLENGE};
-use super::{Action, Credentials, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
+use super::{
+    http, Action, Credentials, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode, MAX_ERRORS,
+};
 use crate::secrets::{wipe, Secret};
 
 #[cfg(test)]
@@ -45,6 +47,9 @@ const UPSTREAM_REJECTED: &[u8] =
 const INTERNAL_ERROR: &[u8] = b"-ERR [SYS/TEMP] internal error\r\n";
 const TIMEOUT: &[u8] = b"-ERR Autologout; idle for too long\r\n";
 const SHUTDOWN: &[u8] = b"-ERR Server shutting down\r\n";
+const TOO_MANY_ERRORS: &[u8] = b"-ERR Too many invalid commands\r\n";
+const CONTROL: &[u8] = b"-ERR Syntax error: control characters are not allowed\r\n";
+const HTTP_REFUSED: &[u8] = b"-ERR HTTP request refused; this is a POP3 server\r\n";
 
 /// Longest upstream failure reason passed on to the client, in bytes.
 const MAX_REASON: usize = 200;
@@ -131,6 +136,8 @@ pub struct Pop3Login {
     framer: LineFramer,
     transport: Transport,
     state: State,
+    /// `-ERR` answers to protocol errors so far; the session closes at [`MAX_ERRORS`].
+    errors: u32,
 }
 
 impl Pop3Login {
@@ -142,7 +149,19 @@ impl Pop3Login {
             framer,
             transport: Transport::Plaintext,
             state: State::Command,
+            errors: 0,
         }
+    }
+
+    /// Answers a protocol error with `text`, or closes once [`MAX_ERRORS`] have been
+    /// answered (as SMTP does; RFC 1939 sets no limit). The state is left as it is.
+    fn error(&mut self, text: &[u8]) -> Action {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.state = State::Done;
+            return Action::Close(TOO_MANY_ERRORS.to_vec());
+        }
+        reply(text)
     }
 
     /// True while `STLS` is on offer: enabled for this listener and not yet done.
@@ -193,9 +212,18 @@ impl Pop3Login {
     /// state is `Command` on entry; a command that keeps the pending `USER` puts it back.
     fn on_command(&mut self, user: Option<String>, line: &[u8]) -> Action {
         let (verb, rest) = split_word(line);
+        if http::is_method(verb) || http::is_http_line(line) {
+            self.state = State::Done;
+            return Action::CrossProtocol(HTTP_REFUSED.to_vec());
+        }
+        if has_control(line) {
+            // Never interpreted: PASS would take it as a password, USER as a name.
+            self.keep_user(user);
+            return self.error(CONTROL);
+        }
         let Some(command) = Command::parse(verb) else {
             self.keep_user(user);
-            return reply(INVALID_COMMAND);
+            return self.error(INVALID_COMMAND);
         };
         match command {
             Command::Capa => {
@@ -210,11 +238,11 @@ impl Pop3Login {
             Command::Stls => {
                 if self.policy.starttls == StartTlsMode::Off {
                     self.keep_user(user);
-                    reply(STLS_OFF)
+                    self.error(STLS_OFF)
                 } else if self.transport == Transport::Tls {
                     // RFC 2595 §4: STLS is not valid once TLS is active.
                     self.keep_user(user);
-                    reply(STLS_ALREADY)
+                    self.error(STLS_ALREADY)
                 } else {
                     // A pending USER is forgotten: everything before the handshake is
                     // plaintext state that TLS must not inherit.
@@ -223,13 +251,13 @@ impl Pop3Login {
                 }
             }
             Command::User | Command::Pass | Command::Auth if self.login_locked() => {
-                reply(STLS_FIRST)
+                self.error(STLS_FIRST)
             }
             Command::User => {
                 let name = rest.trim_ascii_end();
                 if name.is_empty() {
                     self.keep_user(user);
-                    return reply(USER_MISSING);
+                    return self.error(USER_MISSING);
                 }
                 // The same answer for every name: a -ERR here (RFC 1939 §7 allows one)
                 // would let anyone enumerate the local users. PASS does the check.
@@ -237,7 +265,7 @@ impl Pop3Login {
                 reply(USER_OK)
             }
             Command::Pass => match user {
-                None => reply(USER_FIRST),
+                None => self.error(USER_FIRST),
                 Some(name) => {
                     // RFC 1939 §7 (PASS): the argument may contain spaces, so the
                     // password is everything after the single space following PASS.
@@ -251,11 +279,11 @@ impl Pop3Login {
             Command::Auth => self.on_auth(rest),
             Command::Apop => {
                 self.keep_user(user);
-                reply(APOP_UNSUPPORTED)
+                self.error(APOP_UNSUPPORTED)
             }
             Command::Other => {
                 self.keep_user(user);
-                reply(NOT_BEFORE_LOGIN)
+                self.error(NOT_BEFORE_LOGIN)
             }
         }
     }
@@ -276,7 +304,7 @@ impl Pop3Login {
             return reply(AUTH_LIST);
         }
         let Some(mechanism) = Mechanism::parse(name) else {
-            return reply(AUTH_UNSUPPORTED);
+            return self.error(AUTH_UNSUPPORTED);
         };
         let initial = initial.trim_ascii_end();
         match (mechanism, initial.is_empty()) {
@@ -299,7 +327,7 @@ impl Pop3Login {
         match step {
             SaslStep::Plain => match sasl::decode_plain(line) {
                 Ok(credentials) => self.login(credentials),
-                Err(error) => sasl_failure(&error),
+                Err(error) => self.sasl_failure(&error),
             },
             SaslStep::LoginUser => match sasl::decode_response(line) {
                 Ok(name) if !name.is_empty() => {
@@ -307,12 +335,12 @@ impl Pop3Login {
                     self.state = State::Sasl(SaslStep::LoginPassword(name));
                     Action::Reply(challenge(LOGIN_PASSWORD_CHALLENGE))
                 }
-                Ok(_) => reply(AUTH_INVALID),
-                Err(error) => sasl_failure(&error),
+                Ok(_) => self.error(AUTH_INVALID),
+                Err(error) => self.sasl_failure(&error),
             },
             SaslStep::LoginPassword(user) => match sasl::decode_response(line) {
                 Ok(password) => self.login(Credentials { user, password }),
-                Err(error) => sasl_failure(&error),
+                Err(error) => self.sasl_failure(&error),
             },
         }
     }
@@ -320,6 +348,16 @@ impl Pop3Login {
     fn login(&mut self, credentials: Credentials) -> Action {
         self.state = State::AwaitingLogin;
         Action::Login(credentials)
+    }
+
+    /// RFC 5034 §4: a `*` cancels the exchange (the client's right, not counted as an
+    /// error); an undecodable response rejects it. Either way the session is back to
+    /// awaiting commands (the caller left the state there).
+    fn sasl_failure(&mut self, error: &SaslError) -> Action {
+        match error {
+            SaslError::Cancelled => reply(AUTH_CANCELLED),
+            SaslError::BadBase64 | SaslError::BadPlain => self.error(AUTH_INVALID),
+        }
     }
 }
 
@@ -348,7 +386,7 @@ impl LoginPhase for Pop3Login {
                 if matches!(self.state, State::Sasl(_)) {
                     self.state = State::Command;
                 }
-                reply(LINE_TOO_LONG)
+                self.error(LINE_TOO_LONG)
             }
             Frame::Line(mut line) => {
                 let action = self.on_line(&line);
@@ -423,15 +461,6 @@ fn challenge(base64: &str) -> Vec<u8> {
     out.extend_from_slice(base64.as_bytes());
     out.extend_from_slice(b"\r\n");
     out
-}
-
-/// RFC 5034 §4: a `*` cancels the exchange; an undecodable response rejects it. Either
-/// way the session is back to awaiting commands (the caller left the state there).
-fn sasl_failure(error: &SaslError) -> Action {
-    match error {
-        SaslError::Cancelled => reply(AUTH_CANCELLED),
-        SaslError::BadBase64 | SaslError::BadPlain => reply(AUTH_INVALID),
-    }
 }
 
 /// Makes an upstream failure reason safe for a one-line reply (see

@@ -15,8 +15,9 @@ pub mod header;
 
 use command::{reply, Command, Extensions};
 
-/// Protocol errors tolerated before the session is closed (Postfix: smtpd_hard_error_limit).
-pub const MAX_ERRORS: u32 = 20;
+/// Protocol errors tolerated before the session is closed (Postfix: smtpd_hard_error_limit);
+/// the same cap as IMAP and POP3 before login, and the SMTP relay's after it.
+pub use super::MAX_ERRORS;
 
 /// Where the login phase is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +163,10 @@ impl SmtpLogin {
                 Action::Close(reply::BYE.into())
             }
             Command::Unknown => self.error(reply::UNKNOWN),
+            Command::Http => {
+                self.state = State::Done;
+                Action::CrossProtocol(reply::HTTP_REFUSED.into())
+            }
         };
         // AUTH lines carry secrets: wipe them once used.
         wipe(line);

@@ -20,6 +20,8 @@ pub enum Event {
     Relay,
     /// The connection is closed.
     Close,
+    /// Closed as a cross-protocol attack (HTTP): the pipeline discards the rest.
+    CrossProtocol,
 }
 
 fn out(events: &mut Vec<Event>, bytes: &[u8]) {
@@ -83,6 +85,11 @@ pub fn drive<P: LoginPhase>(
                 Action::Close(b) => {
                     out(&mut events, &b);
                     events.push(Event::Close);
+                    return events;
+                }
+                Action::CrossProtocol(b) => {
+                    out(&mut events, &b);
+                    events.push(Event::CrossProtocol);
                     return events;
                 }
             }

@@ -9,100 +9,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::auth::Verdict;
-use crate::config::Account;
 use crate::host::Host;
-use crate::proto::{Action, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
+use crate::proto::{LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
-use crate::upstream::pool::Refill;
-use crate::upstream::{self, UpstreamError};
+use crate::upstream;
 
+mod connect;
+mod early_end;
+mod login;
 pub mod relay;
+mod report;
 pub mod smtp;
 pub mod stream;
 
+pub(crate) use connect::login_upstream;
+pub use connect::{upstream_login, Purpose, Upstream};
+use login::{login_phase, LoggedIn};
+pub use report::{Outcome, Report};
 use stream::ClientStream;
 
 /// Largest read from a client before login.
 const PRE_AUTH_READ: usize = 4096;
-
-/// How a session ended, for the session log line and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Normal end (QUIT/LOGOUT, or the relay closed cleanly).
-    Ok,
-    /// The client went away before logging in.
-    ClientClosed,
-    /// Wrong local credentials (and the client gave up or was closed).
-    AuthFailed,
-    /// The upstream could not be reached or refused the login.
-    UpstreamError,
-    /// A timeout (pre-auth or idle).
-    Timeout,
-    /// The STARTTLS handshake failed.
-    TlsFailed,
-    /// A read or write error.
-    Error,
-    /// The proxy shut down.
-    Shutdown,
-    /// Still logging in when the sessions were full: closed to make room for a new one.
-    Shed,
-}
-
-impl Outcome {
-    /// The label used in logs and metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::ClientClosed => "client_closed",
-            Outcome::AuthFailed => "auth_failed",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Timeout => "timeout",
-            Outcome::TlsFailed => "tls_failed",
-            Outcome::Error => "error",
-            Outcome::Shutdown => "shutdown",
-            Outcome::Shed => "shed",
-        }
-    }
-}
-
-/// What a session did, logged as one line when it ends.
-#[derive(Debug)]
-pub struct Report {
-    /// The local user who logged in, if any.
-    pub user: Option<String>,
-    /// The account used, if any.
-    pub account: Option<String>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Bytes from the client.
-    pub from_client: u64,
-    /// Bytes to the client.
-    pub to_client: u64,
-    /// SMTP messages accepted upstream.
-    pub messages: u64,
-    /// Failed local logins.
-    pub auth_failures: u32,
-}
-
-impl Report {
-    fn new() -> Report {
-        Report {
-            user: None,
-            account: None,
-            outcome: Outcome::Ok,
-            from_client: 0,
-            to_client: 0,
-            messages: 0,
-            auth_failures: 0,
-        }
-    }
-}
 
 /// A session's place in the server's session table, as the pipeline reports to it: the
 /// table sheds the pre-login session idle longest when it is full (see `server`).
@@ -115,113 +47,6 @@ pub trait Seat: Send + Sync {
     /// When the table shed this session (its shutdown token was cancelled for that): the
     /// reply to send before closing.
     fn shed_reply(&self) -> Option<&'static [u8]>;
-}
-
-/// A logged-in upstream of any protocol.
-pub enum Upstream {
-    /// SMTP, ready for MAIL.
-    Smtp(upstream::smtp::SmtpUpstream),
-    /// IMAP, authenticated state.
-    Imap(upstream::imap::ImapUpstream),
-    /// POP3, transaction state.
-    Pop3(upstream::pop3::Pop3Upstream),
-}
-
-/// How an upstream login is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    /// A client is logging in: a warm spare may serve it, and a burst of such logins
-    /// keeps one ready.
-    ClientLogin,
-    /// Anything else (the SMTP relay reconnecting, `check`): a plain new connection.
-    Plain,
-}
-
-/// Connects to the account's upstream for `protocol` and logs in with its code. A warm
-/// spare's refill, if this login started one, begins at once.
-pub async fn upstream_login(
-    rt: &Runtime,
-    protocol: Protocol,
-    account: &Account,
-    purpose: Purpose,
-) -> Result<Upstream, UpstreamError> {
-    login_upstream(rt, protocol, account, purpose)
-        .await
-        .map(|(up, _refill)| up)
-}
-
-/// [`upstream_login`] for a session: the caller holds the [`Refill`] while the session
-/// runs, so that the next spare's handshake does not compete with this session.
-pub(super) async fn login_upstream(
-    rt: &Runtime,
-    protocol: Protocol,
-    account: &Account,
-    purpose: Purpose,
-) -> Result<(Upstream, Refill), UpstreamError> {
-    let server = match protocol {
-        Protocol::Smtp => account.smtp.as_ref(),
-        Protocol::Imap => account.imap.as_ref(),
-        Protocol::Pop3 => account.pop3.as_ref(),
-    }
-    .ok_or(UpstreamError::NotConfigured(protocol.name()))?;
-    let tls = rt
-        .upstream_tls(account)
-        .ok_or(UpstreamError::NotConfigured(protocol.name()))?;
-    let timeout = rt.config.limits.upstream_timeout;
-    let started = Instant::now();
-    let ctx = upstream::Ctx::new(account, server, timeout);
-    let pool = rt.pool.as_ref().filter(|_| purpose == Purpose::ClientLogin);
-    let key = (account.id.clone(), protocol);
-    use upstream::pool::login_with;
-    let result = match protocol {
-        Protocol::Smtp => {
-            let hostname = rt.config.hostname.as_str();
-            login_with::<upstream::smtp::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
-                upstream::smtp::login(c, &ctx, account, hostname)
-            })
-            .await
-            .map(|(u, r)| (Upstream::Smtp(u), r))
-        }
-        Protocol::Imap => {
-            login_with::<upstream::imap::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
-                upstream::imap::login(c, &ctx, account)
-            })
-            .await
-            .map(|(u, r)| (Upstream::Imap(u), r))
-        }
-        Protocol::Pop3 => {
-            login_with::<upstream::pop3::Dialog, _, _, _>(pool, key, server, tls, &ctx, |c| {
-                upstream::pop3::login(c, &ctx, account)
-            })
-            .await
-            .map(|(u, r)| (Upstream::Pop3(u), r))
-        }
-    };
-    let server_name = server.to_string();
-    match &result {
-        Ok((up, _)) => {
-            if let Upstream::Smtp(s) = up {
-                if let Some(size) = s.caps.size.filter(|&n| n > 0) {
-                    rt.learn_smtp_size(account, size);
-                }
-            }
-            rt.metrics
-                .upstream_ok(protocol, &server_name, started.elapsed());
-            debug!(account = %account.id, upstream = %server_name, "upstream login ok");
-        }
-        Err(e) => {
-            rt.metrics.upstream_error(protocol, &server_name, e.kind());
-            warn!(
-                account = %account.id,
-                email = %account.email,
-                upstream = %server_name,
-                error = %e,
-                hint = e.hint().unwrap_or(""),
-                "upstream login failed"
-            );
-        }
-    }
-    result
 }
 
 /// The login-phase policy for a client of `protocol` at `peer`.
@@ -257,32 +82,6 @@ pub fn policy(rt: &Runtime, protocol: Protocol, peer: SocketAddr) -> Policy {
     }
 }
 
-enum Read {
-    Data,
-    Eof,
-    Timeout,
-    Shutdown,
-    Error(std::io::Error),
-}
-
-async fn read_more(
-    client: &mut ClientStream,
-    buf: &mut BytesMut,
-    timeout: Duration,
-    shutdown: &CancellationToken,
-) -> Read {
-    buf.reserve(PRE_AUTH_READ);
-    tokio::select! {
-        r = tokio::time::timeout(timeout, client.read_buf(buf)) => match r {
-            Err(_) => Read::Timeout,
-            Ok(Ok(0)) => Read::Eof,
-            Ok(Ok(_)) => Read::Data,
-            Ok(Err(e)) => Read::Error(e),
-        },
-        _ = shutdown.cancelled() => Read::Shutdown,
-    }
-}
-
 async fn send(
     client: &mut ClientStream,
     bytes: &[u8],
@@ -295,14 +94,6 @@ async fn send(
         client.flush().await
     };
     matches!(tokio::time::timeout(timeout, write).await, Ok(Ok(())))
-}
-
-/// What the login phase ended with.
-enum LoggedIn {
-    /// Authenticated, upstream ready; the spare's refill waits for the session.
-    Upstream(Arc<Account>, Box<Upstream>, Refill),
-    /// SMTP client from an allow-listed address: the relay connects on MAIL.
-    Unauthenticated(Arc<Account>),
 }
 
 /// Runs one client session to the end and logs it. `slot` (the server's session count
@@ -323,16 +114,14 @@ pub async fn run<P: LoginPhase>(
     let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
     let client = ClientStream::Plain(tcp);
     let mut buf = BytesMut::with_capacity(PRE_AUTH_READ);
-    let logged_in = login_phase(
-        &rt,
-        client,
-        &mut buf,
-        (peer, host),
-        &mut phase,
-        (&shutdown, &slot),
-        &mut report,
-    )
-    .await;
+    let cx = login::Ctx {
+        rt: &rt,
+        peer,
+        host,
+        shutdown: &shutdown,
+        seat: &slot,
+    };
+    let logged_in = login_phase(&cx, client, &mut buf, &mut phase, &mut report).await;
     if let Some((client, done)) = logged_in {
         let limits = &rt.config.limits;
         match done {
@@ -393,204 +182,6 @@ fn finish_splice(report: &mut Report, (end, moved): (relay::SpliceEnd, relay::Mo
     };
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn login_phase<P: LoginPhase>(
-    rt: &Runtime,
-    mut client: ClientStream,
-    buf: &mut BytesMut,
-    (peer, host): (SocketAddr, Host),
-    phase: &mut P,
-    (shutdown, seat): (&CancellationToken, &dyn Seat),
-    report: &mut Report,
-) -> Option<(ClientStream, LoggedIn)> {
-    let client = &mut client;
-    let limits = &rt.config.limits;
-    let io_timeout = limits.pre_auth_timeout;
-    if !send(client, &phase.greeting(), io_timeout, report).await {
-        report.outcome = Outcome::ClientClosed;
-        return None;
-    }
-    // The pre-auth deadline bounds the whole login phase, not each read, so that a
-    // client sending one byte a minute (slowloris) is still closed in time.
-    let deadline = tokio::time::Instant::now() + io_timeout;
-    loop {
-        match phase.advance(buf) {
-            Action::NeedMore => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let before = buf.len();
-                match read_more(client, buf, left, shutdown).await {
-                    Read::Data => {
-                        seat.active();
-                        report.from_client += (buf.len() - before) as u64;
-                    }
-                    Read::Eof => {
-                        report.outcome = if report.auth_failures > 0 {
-                            Outcome::AuthFailed
-                        } else {
-                            Outcome::ClientClosed
-                        };
-                        return None;
-                    }
-                    Read::Timeout => {
-                        let _ = send(
-                            client,
-                            &phase.timeout_reply(),
-                            Duration::from_secs(1),
-                            report,
-                        )
-                        .await;
-                        report.outcome = Outcome::Timeout;
-                        return None;
-                    }
-                    Read::Shutdown => {
-                        let (reply, outcome) = match seat.shed_reply() {
-                            Some(busy) => (busy.to_vec(), Outcome::Shed),
-                            None => (phase.shutdown_reply(), Outcome::Shutdown),
-                        };
-                        let _ = send(client, &reply, Duration::from_secs(1), report).await;
-                        report.outcome = outcome;
-                        return None;
-                    }
-                    Read::Error(e) => {
-                        debug!(error = %e, "client read failed");
-                        report.outcome = Outcome::Error;
-                        return None;
-                    }
-                }
-            }
-            Action::Reply(bytes) => {
-                if !send(client, &bytes, io_timeout, report).await {
-                    report.outcome = Outcome::Error;
-                    return None;
-                }
-            }
-            Action::Close(bytes) => {
-                let _ = send(client, &bytes, io_timeout, report).await;
-                close(client).await;
-                if report.outcome == Outcome::Ok
-                    && report.auth_failures > 0
-                    && report.user.is_none()
-                {
-                    report.outcome = Outcome::AuthFailed;
-                }
-                return None;
-            }
-            Action::StartTls(bytes) => {
-                if !send(client, &bytes, io_timeout, report).await {
-                    report.outcome = Outcome::Error;
-                    return None;
-                }
-                if !buf.is_empty() {
-                    // RFC 3207 §6 / CVE-2011-0411: never act on plaintext pipelined
-                    // behind STARTTLS.
-                    warn!(
-                        bytes = buf.len(),
-                        "discarding plaintext sent after STARTTLS"
-                    );
-                    crate::secrets::wipe(&mut buf[..]);
-                    buf.clear();
-                }
-                match start_tls(rt, take(client), io_timeout).await {
-                    Some(tls) => *client = tls,
-                    None => {
-                        report.outcome = Outcome::TlsFailed;
-                        return None;
-                    }
-                }
-                phase.tls_started();
-            }
-            Action::Login(creds) => {
-                let mut pending: Option<LoggedIn> = None;
-                report.user = Some(creds.user.clone());
-                let outcome = match rt.auth.verify_from(host, &creds).await {
-                    Verdict::Accepted(account) => {
-                        report.account = Some(account.id.clone());
-                        match login_upstream(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await
-                        {
-                            Ok((up, refill)) => {
-                                let capabilities = match &up {
-                                    Upstream::Imap(i) => i.capabilities.clone(),
-                                    _ => None,
-                                };
-                                pending = Some(LoggedIn::Upstream(account, Box::new(up), refill));
-                                LoginOutcome::Success { capabilities }
-                            }
-                            Err(e) => {
-                                report.outcome = Outcome::UpstreamError;
-                                if e.is_rejection() {
-                                    LoginOutcome::UpstreamRejected
-                                } else {
-                                    LoginOutcome::UpstreamUnavailable {
-                                        reason: e.client_text(),
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    Verdict::Rejected => {
-                        report.auth_failures += 1;
-                        rt.metrics.auth_failed(P::PROTOCOL);
-                        info!(user = %creds.user, client = %peer, "local login failed");
-                        report.user = None;
-                        if report.auth_failures >= limits.max_auth_failures {
-                            report.outcome = Outcome::AuthFailed;
-                            LoginOutcome::TooManyFailures
-                        } else {
-                            LoginOutcome::BadCredentials
-                        }
-                    }
-                    Verdict::LockedOut => {
-                        report.auth_failures += 1;
-                        rt.metrics.auth_failed(P::PROTOCOL);
-                        report.user = None;
-                        report.outcome = Outcome::AuthFailed;
-                        LoginOutcome::TooManyFailures
-                    }
-                };
-                drop(creds);
-                let succeeded = matches!(outcome, LoginOutcome::Success { .. });
-                let reply = phase.login_result(outcome);
-                match reply {
-                    Action::Reply(bytes) => {
-                        if !send(client, &bytes, io_timeout, report).await {
-                            report.outcome = Outcome::Error;
-                            return None;
-                        }
-                        if succeeded {
-                            seat.logged_in();
-                            report.outcome = Outcome::Ok;
-                            return pending.take().map(|done| (take(client), done));
-                        }
-                    }
-                    Action::Close(bytes) => {
-                        let _ = send(client, &bytes, io_timeout, report).await;
-                        close(client).await;
-                        return None;
-                    }
-                    _ => return None,
-                }
-            }
-            Action::Proceed => {
-                let account = rt
-                    .config
-                    .smtp
-                    .as_ref()
-                    .and_then(|s| s.unauthenticated_account)
-                    .and_then(|i| rt.config.accounts.get(i))
-                    .cloned();
-                return match account {
-                    Some(a) => {
-                        seat.logged_in();
-                        report.account = Some(a.id.clone());
-                        Some((take(client), LoggedIn::Unauthenticated(a)))
-                    }
-                    None => None,
-                };
-            }
-        }
-    }
-}
-
 /// Closes the client, bounded: a TLS close_notify to a peer that stopped reading must not
 /// hold the session (and its slot) for ever.
 pub(crate) async fn close(client: &mut ClientStream) {
@@ -600,22 +191,4 @@ pub(crate) async fn close(client: &mut ClientStream) {
 /// Moves the stream out, leaving a closed placeholder (used only on the way out).
 fn take(client: &mut ClientStream) -> ClientStream {
     std::mem::replace(client, ClientStream::Closed)
-}
-
-async fn start_tls(rt: &Runtime, client: ClientStream, timeout: Duration) -> Option<ClientStream> {
-    let acceptor = rt.acceptor.clone()?;
-    let ClientStream::Plain(tcp) = client else {
-        return None;
-    };
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
-        Ok(Err(e)) => {
-            info!(error = %e, "client STARTTLS handshake failed");
-            None
-        }
-        Err(_) => {
-            info!("client STARTTLS handshake timed out");
-            None
-        }
-    }
 }

@@ -205,6 +205,7 @@ impl Relay<'_> {
             Command::Bdat => self.error(reply::NOT_IMPLEMENTED).await,
             Command::BadSyntax(text) => self.error(text).await,
             Command::Unknown => self.error(reply::UNKNOWN).await,
+            Command::Http => self.cross_protocol().await,
         }
     }
 
@@ -358,6 +359,23 @@ impl Relay<'_> {
                 }
             }
         }
+    }
+
+    /// An HTTP line after MAIL from an allow-listed address: as in the login phase
+    /// (`session::refuse_cross_protocol`), nothing more is read; one reply, then the
+    /// session ends. The session's span carries the client's address.
+    async fn cross_protocol(&mut self) -> bool {
+        crate::secrets::wipe(&mut self.buf[..]);
+        self.buf.clear();
+        warn!(
+            protocol = "smtp",
+            "HTTP request on a mail port refused and the connection closed: a web page may be \
+             driving a browser against this gateway (cross-protocol attack)"
+        );
+        self.rt.metrics.cross_protocol(Protocol::Smtp);
+        self.report.outcome = Outcome::CrossProtocol;
+        self.send(reply::HTTP_REFUSED.as_bytes()).await;
+        false
     }
 
     async fn error(&mut self, text: &str) -> bool {

@@ -1,5 +1,6 @@
 //! The local certificate for STARTTLS: loaded from `[tls]`, or generated with rcgen on
-//! first start (key file mode 0600), and the rustls acceptor built from it.
+//! first start (key file mode 0600, new directories 0700), and the rustls acceptor built
+//! from it. Existing files must pass the [`crate::trust`] rule.
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{provider, TlsError};
 use crate::config::LocalTls;
+use crate::trust::{self, Kind};
 
 /// A loaded local certificate.
 pub struct LocalCert {
@@ -27,6 +29,13 @@ pub struct LocalCert {
 
 /// Loads the certificate and key, generating both when neither file exists.
 pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, TlsError> {
+    // A key another user could write is a key they chose: refuse it (see `trust`).
+    for (what, path, kind) in [
+        ("[tls] key_file", &cfg.key_file, Kind::PrivateFile),
+        ("[tls] cert_file", &cfg.cert_file, Kind::SharedFile),
+    ] {
+        trust::check(path, kind).map_err(|source| TlsError::Untrusted { what, source })?;
+    }
     let (cert_exists, key_exists) = (cfg.cert_file.exists(), cfg.key_file.exists());
     let generated = match (cert_exists, key_exists) {
         (true, true) => false,
@@ -137,7 +146,7 @@ fn generate(cfg: &LocalTls, hostname: &str) -> Result<(), TlsError> {
     let cert = params.self_signed(&key)?;
     for path in [&cfg.cert_file, &cfg.key_file] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+            trust::create_private_dir(dir).map_err(|source| TlsError::Io {
                 what: "creating directory",
                 path: dir.display().to_string(),
                 source,

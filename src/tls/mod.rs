@@ -42,4 +42,12 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating the local certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The key or certificate could have been written by another user.
+    #[error("{what}: {source}")]
+    Untrusted {
+        /// Which file.
+        what: &'static str,
+        /// What is wrong and the fix.
+        source: crate::trust::Distrust,
+    },
 }

@@ -24,6 +24,7 @@ const BEGIN: &str = "+OK Begin TLS negotiation\r\n";
 const STLS_FIRST_S: &str = "-ERR Use STLS first\r\n";
 const BYE_S: &str = "+OK qqmail-proxy signing off\r\n";
 const INVALID: &str = "-ERR Invalid command\r\n";
+const CONTROL_S: &str = "-ERR Syntax error: control characters are not allowed\r\n";
 const NOT_YET: &str = "-ERR Command not valid before login\r\n";
 const SASL_BAD: &str = "-ERR Invalid SASL response\r\n";
 const CANCELLED: &str = "-ERR Authentication cancelled\r\n";
@@ -94,7 +95,7 @@ fn transcripts() {
         (Optional, "USER\r\nUSER  \r\n", only(&[G, no_user, no_user])),
         // A second USER replaces the first; CAPA and errors keep a pending USER.
         (Optional, "USER someone\r\nUSER printer\r\nCAPA\r\nSTAT\r\n\x01\r\nPASS secret\r\n",
-         ok_login(&[G, USER_OK_S, USER_OK_S, CAPA_PLAIN, NOT_YET, INVALID])),
+         ok_login(&[G, USER_OK_S, USER_OK_S, CAPA_PLAIN, NOT_YET, CONTROL_S])),
         // STLS forgets a pending USER.
         (Optional, "USER printer\r\nSTLS\r\nPASS secret\r\n",
          vec![o(&cat(&[G, USER_OK_S, BEGIN])), tls.clone(), o(user_first)]),
@@ -148,7 +149,7 @@ fn transcripts() {
          only(&[G, "-ERR APOP not supported\r\n"])),
         // Empty, garbage and control-character lines (RFC 1939 §3: 3-4 letter keywords).
         (Optional, "\r\n\n HELO\r\nUS\r\nHELLO WORLD\r\nUSE1 x\r\n\x00\x01\x02\r\nCAPA\r\n",
-         only(&[G, INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, CAPA_PLAIN])),
+         only(&[G, INVALID, INVALID, INVALID, INVALID, INVALID, INVALID, CONTROL_S, CAPA_PLAIN])),
     ];
     for (mode, input, want) in cases {
         assert_eq!(run(mode, input.as_bytes()), want, "{mode:?} {input:?}");
@@ -409,7 +410,7 @@ fn fuzz(mode: StartTlsMode, input: &[u8], chunk: usize) {
                         other => panic!("login_result gave {other:?}"),
                     }
                 }
-                Action::Close(_) => return,
+                Action::Close(_) | Action::CrossProtocol(_) => return,
                 Action::Proceed => panic!("POP3 never proceeds without login"),
             }
         }

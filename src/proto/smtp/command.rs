@@ -1,5 +1,7 @@
 //! SMTP command parsing (RFC 5321 §4.1) and the replies the proxy writes itself.
 
+use crate::proto::http;
+
 /// A parsed command line (without CRLF). Arguments borrow from the line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
@@ -42,8 +44,11 @@ pub enum Command<'a> {
     Vrfy,
     /// `HELP`.
     Help,
-    /// `MAIL`/`RCPT` with an unparseable argument.
+    /// `MAIL`/`RCPT` with an unparseable argument, or any line with a control byte.
     BadSyntax(&'static str),
+    /// An HTTP request line or header (cross-protocol attack, see `proto::http`): answer
+    /// once and close, reading nothing more.
+    Http,
     /// Anything else.
     Unknown,
 }
@@ -52,9 +57,18 @@ fn verb_is(word: &[u8], verb: &str) -> bool {
     word.eq_ignore_ascii_case(verb.as_bytes())
 }
 
-/// Parses one command line.
+/// Parses one command line (shared by the login phase and the relay after it).
 pub fn parse(line: &[u8]) -> Command<'_> {
     let (verb, rest) = super::super::line::split_word(line);
+    // HTTP first: an attack is closed on, whatever else is wrong with the line.
+    if http::is_method(verb) || http::is_http_line(line) {
+        return Command::Http;
+    }
+    // Nothing with a control byte reaches the upstream, in any argument (see
+    // `line::has_control`).
+    if super::super::line::has_control(line) {
+        return Command::BadSyntax(reply::CONTROL);
+    }
     let rest = rest.trim_ascii_end();
     match () {
         _ if verb_is(verb, "EHLO") => Command::Ehlo(rest),
@@ -179,6 +193,11 @@ pub fn mail_from(sender: &[u8], params: &[u8]) -> Vec<u8> {
 pub mod reply {
     /// RFC 5321 §4.2.4.
     pub const UNKNOWN: &str = "500 5.5.2 Error: command not recognized\r\n";
+    /// A line with a control byte (NUL, bare CR, ...): refused, never passed upstream.
+    pub const CONTROL: &str = "501 5.5.2 Syntax error: control characters are not allowed\r\n";
+    /// An HTTP request on the SMTP port (Postfix answers its forbidden commands with 221).
+    pub const HTTP_REFUSED: &str =
+        "221 2.7.0 Error: HTTP request refused; this is an SMTP server, closing connection\r\n";
     /// Overlong line (RFC 5321 §4.5.3.1.4).
     pub const TOO_LONG: &str = "500 5.5.6 Error: line too long\r\n";
     /// RFC 5321 §4.1.1.9.
@@ -237,7 +256,7 @@ pub mod reply {
         "451 4.4.2 Error: upstream server did not confirm the message in time; not sent, try again\r\n";
     /// Message refused locally for an ambiguous end-of-data sequence.
     pub const SMUGGLING: &str =
-        "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n";
+        "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n";
 }
 
 #[cfg(test)]
@@ -321,7 +340,32 @@ mod tests {
             (b"QUIT", Command::Quit),
             (b"VRFY root", Command::Vrfy),
             (b"HELP", Command::Help),
-            (b"\xff\xfe\x00", Command::Unknown),
+            (b"\xff\xfe\x00", Command::BadSyntax(reply::CONTROL)),
+            (b"\xff\xfe", Command::Unknown),
+            // Control bytes anywhere, in any argument (issue 16, item 5).
+            (
+                b"MAIL FROM:<a@b.c> SIZE=10\rRCPT TO:<x@y.z>",
+                Command::BadSyntax(reply::CONTROL),
+            ),
+            (b"RCPT TO:<x@y.z>\0", Command::BadSyntax(reply::CONTROL)),
+            (
+                b"RCPT TO:<x@y.z> NOTIFY=\x1b[2K",
+                Command::BadSyntax(reply::CONTROL),
+            ),
+            (b"EHLO a\rb", Command::BadSyntax(reply::CONTROL)),
+            (b"NOOP\x7f", Command::BadSyntax(reply::CONTROL)),
+            (
+                b"RCPT TO:<x@y.z>\tNOTIFY=NEVER",
+                Command::Rcpt {
+                    arg: b"<x@y.z>\tNOTIFY=NEVER",
+                },
+            ),
+            // HTTP (issue 16, item 1).
+            (b"POST / HTTP/1.1", Command::Http),
+            (b"GET", Command::Http),
+            (b"connect smtp.qq.com:465", Command::Http),
+            (b"Host: 127.0.0.1:2525", Command::Http),
+            (b"Content-Type: text/plain\r", Command::Http),
             (b"", Command::Unknown),
         ];
         for (line, want) in cases {

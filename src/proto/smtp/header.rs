@@ -11,7 +11,7 @@
 
 mod collect;
 
-pub use collect::{HeaderCollector, Headers, HEADER_TOO_LARGE, MAX_HEADER};
+pub use collect::{HeaderCollector, Headers, HEADER_BARE_CR, HEADER_TOO_LARGE, MAX_HEADER};
 
 /// The end of the header block: the index just after its first empty line, CRLF or a
 /// bare LF (which printers send), at the very start included (no header fields at all).

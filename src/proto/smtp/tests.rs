@@ -153,7 +153,7 @@ fn scripts() {
                     reply::HELP,
                     reply::AUTH_REQUIRED,
                     reply::UNKNOWN,
-                    reply::UNKNOWN,
+                    reply::CONTROL,
                     reply::BYE,
                 ]),
                 Event::Close,
@@ -275,7 +275,7 @@ proptest::proptest! {
             buf.extend_from_slice(piece);
             for _ in 0..64 {
                 match s.advance(&mut buf) {
-                    Action::NeedMore | Action::Close(_) | Action::Proceed => break,
+                    Action::NeedMore | Action::Close(_) | Action::CrossProtocol(_) | Action::Proceed => break,
                     Action::Login(_) => { let _ = s.login_result(LoginOutcome::BadCredentials); }
                     Action::StartTls(_) => s.tls_started(),
                     Action::Reply(_) => {}

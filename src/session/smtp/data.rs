@@ -65,6 +65,9 @@ enum Refusal {
     /// With `rewrite_sender = "header"`, a header block over [`header::MAX_HEADER`]: its
     /// From could not be rewritten, and must not pass as written.
     HeaderTooLarge,
+    /// With `rewrite_sender = "header"`, a header block holding a bare CR: a reader that
+    /// breaks lines there would see a From the rewrite did not.
+    HeaderBareCr,
 }
 
 impl Refusal {
@@ -73,6 +76,7 @@ impl Refusal {
         match self {
             Refusal::Smuggling => reply::SMUGGLING,
             Refusal::HeaderTooLarge => header::HEADER_TOO_LARGE,
+            Refusal::HeaderBareCr => header::HEADER_BARE_CR,
         }
     }
 
@@ -81,6 +85,7 @@ impl Refusal {
         match self {
             Refusal::Smuggling => "ambiguous end-of-data sequence (SMTP smuggling)",
             Refusal::HeaderTooLarge => "header block too large to rewrite its From",
+            Refusal::HeaderBareCr => "bare CR in the header block, whose From must be rewritten",
         }
     }
 }
@@ -341,6 +346,11 @@ fn outgoing<'c>(
         Headers::TooLarge => {
             *headers = None;
             *refused = Some(Refusal::HeaderTooLarge);
+            None
+        }
+        Headers::BareCr => {
+            *headers = None;
+            *refused = Some(Refusal::HeaderBareCr);
             None
         }
     }

@@ -1,5 +1,7 @@
-//! Hardening tests against the real binary: slowloris, brute force and lockout, session
-//! limits, a soak under random upstream drops, upstream faults, and file permissions.
+//! Hardening tests against the real binary: slowloris, brute force and lockout, guessing
+//! from many IPv6 addresses (in a network namespace of its own), session limits, a soak
+//! under random upstream drops, upstream faults, file permissions, and hostile input
+//! (HTTP from browsers, control bytes, the pre-login deadline, log forgery).
 //! Shared here: a raw SMTP client that can bind a chosen source address, and the usual
 //! proxy setup.
 
@@ -17,9 +19,14 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
 
 mod brute_force;
+mod control_bytes;
+mod cross_protocol;
+mod deadline;
 mod files;
+mod ipv6_guessing;
 mod limits;
 mod log_forgery;
+pub mod netns;
 mod slowloris;
 mod soak;
 mod upstream_faults;
@@ -80,7 +87,16 @@ pub struct Client {
 impl Client {
     /// Connects to `addr`, from `source` if given (port chosen by the kernel).
     pub async fn connect(addr: SocketAddr, source: Option<IpAddr>) -> std::io::Result<Client> {
-        let socket = TcpSocket::new_v4()?;
+        Client::connect_with(TcpSocket::new_v4()?, addr, source).await
+    }
+
+    /// [`Client::connect`] over a socket made elsewhere (say, inside a network namespace:
+    /// [`netns::Netns::sockets`]).
+    pub async fn connect_with(
+        socket: TcpSocket,
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+    ) -> std::io::Result<Client> {
         if let Some(ip) = source {
             socket.bind(SocketAddr::new(ip, 0))?;
         }

@@ -164,7 +164,7 @@ pub fn big_message(len: usize) -> Vec<u8> {
             _ => {
                 let width = 20 + (i * 7) % 70;
                 let fill = b'a' + (i % 26) as u8;
-                out.extend(std::iter::repeat(fill).take(width));
+                out.extend(std::iter::repeat_n(fill, width));
                 out.extend_from_slice(b"\r\n");
             }
         }

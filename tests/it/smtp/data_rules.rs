@@ -7,7 +7,7 @@
 use super::*;
 
 const SMUGGLING_554: &str =
-    "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n";
+    "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n";
 
 /// MAIL, RCPT, DATA; asserts each is accepted.
 async fn begin(c: &mut Client) {
@@ -90,6 +90,16 @@ async fn header_mode_refuses_an_oversized_header_block() {
     // Nothing reached the upstream's DATA, and no message was relayed.
     let cut = gw.fake.wait_cut_off_data(1, WAIT).await;
     assert_eq!(cut, vec![Vec::<u8>::new()], "bytes sent upstream");
+    assert!(gw.fake.messages().is_empty(), "{:#?}", gw.fake.messages());
+    // A bare CR inside the header block (a second From to a reader that breaks lines at
+    // CR) is refused too, and nothing of it is sent.
+    begin(&mut c).await;
+    c.send(b"Subject: hi\rFrom: \"Boss\" <boss@evil.example>\r\n\r\nPay.\r\n.\r\n")
+        .await;
+    let r = c.reply().await;
+    assert!(r.starts_with("554 5.6.0 ") && r.contains("bare CR"), "{r}");
+    let cut = gw.fake.wait_cut_off_data(2, WAIT).await;
+    assert_eq!(cut[1], Vec::<u8>::new(), "bytes sent upstream");
     assert!(gw.fake.messages().is_empty(), "{:#?}", gw.fake.messages());
     // The session goes on; a Sender (folded here) is dropped with the From rewritten.
     let text = format!(

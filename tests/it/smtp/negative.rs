@@ -89,7 +89,7 @@ async fn a_megabyte_line_gets_500_and_the_session_survives() {
 }
 
 #[tokio::test]
-async fn garbage_gets_500s_then_421_after_20_errors() {
+async fn garbage_gets_501s_then_421_after_20_errors() {
     let gw = Gateway::start().await;
     for logged_in in [false, true] {
         let mut c = if logged_in {
@@ -97,7 +97,8 @@ async fn garbage_gets_500s_then_421_after_20_errors() {
         } else {
             gw.client().await
         };
-        // Binary lines (no CR or LF inside), more than the limit, in one write.
+        // Binary lines (no LF inside; NUL, DEL and a C0 byte at the end, so each is
+        // refused as holding control bytes), more than the limit, in one write.
         let mut garbage = Vec::new();
         for i in 0..25u8 {
             let line: Vec<u8> = (0..40u8)
@@ -110,7 +111,7 @@ async fn garbage_gets_500s_then_421_after_20_errors() {
         for n in 1..20 {
             assert_eq!(
                 c.reply().await,
-                "500 5.5.2 Error: command not recognized\r\n",
+                "501 5.5.2 Syntax error: control characters are not allowed\r\n",
                 "error {n}, logged in: {logged_in}"
             );
         }

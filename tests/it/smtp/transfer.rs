@@ -26,7 +26,7 @@ async fn bare_lf_dot_line_is_refused_and_never_reaches_upstream() {
         c.send(&wire).await;
         assert_eq!(
             c.reply().await,
-            "554 5.6.11 Error: bare CR or LF before a dot line (SMTP smuggling); message rejected\r\n"
+            "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n"
         );
     }
     // The session goes on: an honest message is relayed (on a fresh upstream connection).
@@ -58,7 +58,7 @@ fn big_message(size: usize) -> Vec<u8> {
     let mut text = b"From: <scan@printer.local>\r\nSubject: big\r\n\r\n".to_vec();
     let mut n = 0u64;
     while text.len() < size {
-        let dot = if n % 100 == 0 { "." } else { "" };
+        let dot = if n.is_multiple_of(100) { "." } else { "" };
         text.extend_from_slice(
             format!("{dot}{n:010} the quick brown fox jumps over the lazy dog 0123456789\r\n")
                 .as_bytes(),

@@ -212,6 +212,13 @@ impl ConfigBuilder {
         if account.code_source == CodeSource::File {
             let path = self.code_file_path(&account.id);
             std::fs::write(&path, format!("{}\n", account.code)).expect("write code file");
+            // Whatever the umask: a code file others can write is refused at start.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .expect("chmod code file");
+            }
         }
         self.accounts.push(account);
         self

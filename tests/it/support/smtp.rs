@@ -302,6 +302,12 @@ impl FakeSmtp {
     /// Binds 127.0.0.1:0 and serves any number of connections. Call inside a tokio runtime.
     pub fn start(opts: SmtpOptions) -> FakeSmtp {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake SMTP");
+        FakeSmtp::start_on(std_listener, opts)
+    }
+
+    /// Serves on a listener bound elsewhere (say, inside a network namespace the test
+    /// made). Call inside a tokio runtime.
+    pub fn start_on(std_listener: std::net::TcpListener, opts: SmtpOptions) -> FakeSmtp {
         std_listener.set_nonblocking(true).expect("nonblocking");
         let listener = TcpListener::from_std(std_listener).expect("tokio listener");
         let addr = listener.local_addr().expect("local addr");
@@ -533,7 +539,9 @@ async fn serve(tcp: TcpStream, shared: Arc<Shared>) {
 
 fn roll(fault: &Fault) -> bool {
     match fault {
-        Fault::RandomDrop { one_in } if *one_in > 0 => rand::random::<u32>() % one_in == 0,
+        Fault::RandomDrop { one_in } if *one_in > 0 => {
+            rand::random::<u32>().is_multiple_of(*one_in)
+        }
         _ => false,
     }
 }

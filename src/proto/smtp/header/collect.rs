@@ -14,6 +14,13 @@ pub const MAX_HEADER: usize = 256 * 1024;
 pub const HEADER_TOO_LARGE: &str = "552 5.3.4 Error: message header block over 256 KiB; \
     its From cannot be rewritten to the account (rewrite_sender = \"header\"); message rejected\r\n";
 
+/// The reply to a message whose header block holds a bare CR (RFC 5322 §2.2 allows CR
+/// only before LF). Fields are told apart at LF; a reader that also breaks lines at a
+/// bare CR would see a field the rewrite did not (`Subject: x<CR>From: boss@…`), so the
+/// From could pass unrewritten.
+pub const HEADER_BARE_CR: &str = "554 5.6.0 Error: bare CR in the message header; its From \
+    cannot be rewritten safely (rewrite_sender = \"header\"); message rejected\r\n";
+
 /// What [`HeaderCollector::feed`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Headers {
@@ -24,6 +31,8 @@ pub enum Headers {
     Ready(Vec<u8>),
     /// The header block is over the limit: refuse the message, send none of it.
     TooLarge,
+    /// The header block holds a bare CR: refuse the message, send none of it.
+    BareCr,
 }
 
 /// Collects DATA bytes (as the client sent them: dot-stuffed, terminator included) until
@@ -57,7 +66,7 @@ impl HeaderCollector {
                 return Headers::TooLarge;
             }
             let body = self.buf.split_off(end);
-            return Headers::Ready(self.rewritten(body, account));
+            return self.rewritten(body, account);
         }
         if ended {
             // The whole message is header lines; the terminator stays last.
@@ -66,7 +75,7 @@ impl HeaderCollector {
                 return Headers::TooLarge;
             }
             let tail = self.buf.split_off(block);
-            return Headers::Ready(self.rewritten(tail, account));
+            return self.rewritten(tail, account);
         }
         // Whether the block ends at a later blank line or at the end of data (whose 3
         // bytes may have begun arriving), it is at least this long: past the limit already.
@@ -89,11 +98,20 @@ impl HeaderCollector {
         None
     }
 
-    /// The collected header block, rewritten, followed by `rest`.
-    fn rewritten(&mut self, rest: Vec<u8>, account: &str) -> Vec<u8> {
+    /// The collected header block, rewritten, followed by `rest`; or the refusal of a
+    /// block holding a bare CR.
+    fn rewritten(&mut self, rest: Vec<u8>, account: &str) -> Headers {
         let block = std::mem::take(&mut self.buf);
+        if has_bare_cr(&block) {
+            return Headers::BareCr;
+        }
         let mut out = rewrite_originator(&block, account).unwrap_or(block);
         out.extend_from_slice(&rest);
-        out
+        Headers::Ready(out)
     }
+}
+
+/// Whether `block` holds a CR that is not followed by an LF.
+fn has_bare_cr(block: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', block).any(|i| block.get(i + 1) != Some(&b'\n'))
 }

@@ -303,7 +303,8 @@ fn sender_is_dropped_table() {
 }
 
 /// What a collector makes of `stream` (a whole DATA stream, terminator included) fed in
-/// pieces of `chunk` bytes: `Some(bytes sent)` or `None` for [`Headers::TooLarge`].
+/// pieces of `chunk` bytes: `Some(bytes sent)` or `None` for a refusal ([`Headers::TooLarge`]
+/// or [`Headers::BareCr`]).
 fn collect(stream: &[u8], chunk: usize, limit: usize) -> Option<Vec<u8>> {
     let mut c = HeaderCollector::new(limit);
     let pieces: Vec<&[u8]> = stream.chunks(chunk).collect();
@@ -311,7 +312,7 @@ fn collect(stream: &[u8], chunk: usize, limit: usize) -> Option<Vec<u8>> {
         let ended = i + 1 == pieces.len();
         match c.feed(piece, ended, ACCOUNT) {
             Headers::NeedMore => assert!(!ended, "NeedMore at the end of data"),
-            Headers::TooLarge => return None,
+            Headers::TooLarge | Headers::BareCr => return None,
             Headers::Ready(mut out) => {
                 out.extend(pieces[i + 1..].iter().flat_map(|p| p.iter()));
                 return Some(out);
@@ -371,6 +372,17 @@ fn collector_table_at_every_chunk_size() {
         (
             format!("{}{from}.\r\n", subject_line(LIMIT + 1 - from.len())),
             None,
+        ),
+        // A bare CR in the header block: a reader breaking lines there would see a
+        // From the rewrite did not, so the message is refused; one in the body passes.
+        (
+            format!("Subject: x\rFrom: boss@evil.example\r\n{from}\r\nb\r\n.\r\n"),
+            None,
+        ),
+        (format!("{from}X-A: 1\r\r\n\r\nb\r\n.\r\n"), None),
+        (
+            format!("{from}\r\nbody\rmore\r\n.\r\n"),
+            Some(format!("{rewritten}\r\nbody\rmore\r\n.\r\n")),
         ),
         // The blank line may be a bare LF; the empty message gets its From.
         (

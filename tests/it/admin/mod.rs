@@ -1,6 +1,7 @@
 //! The admin endpoint: `/healthz` answers while listeners are up and names an upstream
 //! whose last login failed; `/metrics` counts sessions, auth failures, upstream errors,
-//! bytes and login latency in Prometheus text format.
+//! bytes and login latency in Prometheus text format. `flood`: a flood of the admin port
+//! leaves the mail listeners serving; `host`: the `Host` rule against DNS rebinding.
 
 use std::time::Duration;
 
@@ -12,11 +13,21 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE};
 
+mod flood;
+mod host;
+
 const PASSWORD: &str = "Adm1n-Test-Pw";
 
+/// `GET path` with `Host: <addr>`; returns the response head and body.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    get_as(addr, path, &addr.to_string()).await
+}
+
+/// `GET path` with the given `Host`; returns the response head and body (both empty
+/// when the connection closed without an answer).
+async fn get_as(addr: std::net::SocketAddr, path: &str, host: &str) -> (String, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut text = String::new();

@@ -1,0 +1,78 @@
+//! How a session ended and what it did: the one line logged at its end, and the labels
+//! of the session metrics.
+
+/// How a session ended, for the session log line and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Normal end (QUIT/LOGOUT, or the relay closed cleanly).
+    Ok,
+    /// The client went away before logging in.
+    ClientClosed,
+    /// Wrong local credentials (and the client gave up or was closed).
+    AuthFailed,
+    /// The upstream could not be reached or refused the login.
+    UpstreamError,
+    /// A timeout (pre-auth or idle).
+    Timeout,
+    /// The STARTTLS handshake failed.
+    TlsFailed,
+    /// A read or write error.
+    Error,
+    /// The proxy shut down.
+    Shutdown,
+    /// Still logging in when the sessions were full: closed to make room for a new one.
+    Shed,
+    /// The client sent HTTP (a cross-protocol attack) and was closed at once.
+    CrossProtocol,
+}
+
+impl Outcome {
+    /// The label used in logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::AuthFailed => "auth_failed",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::Timeout => "timeout",
+            Outcome::TlsFailed => "tls_failed",
+            Outcome::Error => "error",
+            Outcome::Shutdown => "shutdown",
+            Outcome::Shed => "shed",
+            Outcome::CrossProtocol => "cross_protocol",
+        }
+    }
+}
+
+/// What a session did, logged as one line when it ends.
+#[derive(Debug)]
+pub struct Report {
+    /// The local user who logged in, if any.
+    pub user: Option<String>,
+    /// The account used, if any.
+    pub account: Option<String>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Bytes from the client.
+    pub from_client: u64,
+    /// Bytes to the client.
+    pub to_client: u64,
+    /// SMTP messages accepted upstream.
+    pub messages: u64,
+    /// Failed local logins.
+    pub auth_failures: u32,
+}
+
+impl Report {
+    pub(super) fn new() -> Report {
+        Report {
+            user: None,
+            account: None,
+            outcome: Outcome::Ok,
+            from_client: 0,
+            to_client: 0,
+            messages: 0,
+            auth_failures: 0,
+        }
+    }
+}
