@@ -52,6 +52,7 @@
 //!   counters labelled with [`classify::Class::as_str`].
 
 pub mod classify;
+pub mod deliver;
 pub mod dsn;
 pub mod schedule;
 pub mod store;
