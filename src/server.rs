@@ -227,7 +227,7 @@ impl Sessions {
         if c.total >= max || c.pre_login.len() >= share {
             // Shed only when that makes room: after a reload lowered the limits, the
             // sessions above them are not closed for nothing.
-            let room = c.total < max + 1 && c.pre_login.len() < share + 1;
+            let room = c.total <= max && c.pre_login.len() <= share;
             let victim = c
                 .pre_login
                 .iter()
