@@ -1,7 +1,8 @@
 //! The admin endpoint: `/healthz` answers while listeners are up and names an upstream
 //! whose last login failed; `/metrics` counts sessions, auth failures, upstream errors,
 //! bytes and login latency in Prometheus text format. `flood`: a flood of the admin port
-//! leaves the mail listeners serving; `host`: the `Host` rule against DNS rebinding.
+//! leaves the mail listeners serving; `host`: the `Host` rule against DNS rebinding;
+//! `view`: what a client off loopback may see.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE};
 
 mod flood;
 mod host;
+mod view;
 
 const PASSWORD: &str = "Adm1n-Test-Pw";
 
