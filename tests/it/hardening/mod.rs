@@ -19,6 +19,7 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::smtp::{FakeSmtp, DEFAULT_CODE};
 
 mod brute_force;
+mod check_ceiling;
 mod control_bytes;
 mod cross_protocol;
 mod deadline;
