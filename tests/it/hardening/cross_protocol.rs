@@ -8,8 +8,6 @@
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::support::imap::{FakeImap, ImapOpts};
-use crate::support::pop3::{FakePop3, Pop3Opts};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::SmtpOptions;
 
@@ -118,23 +116,8 @@ async fn browser_post_to_the_smtp_port_sends_nothing_upstream() {
 #[tokio::test]
 async fn browser_post_to_the_imap_and_pop3_ports_is_refused() {
     let ca = TestCa::new("cross-protocol CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let tls = crate::support::upstream::TlsMode::Implicit(
-        ca.server_config(crate::support::ca::UPSTREAM_NAMES),
-    );
-    let imap = FakeImap::start(ImapOpts::default().tls(tls.clone())).await;
-    let pop3 = FakePop3::start(Pop3Opts::default().tls(tls)).await;
-    let builder = ConfigBuilder::new(&ca)
-        .account(
-            Account::new("main")
-                .smtp_fake(&smtp)
-                .imap(format!("127.0.0.1:{}", imap.addr().port()))
-                .pop3(format!("127.0.0.1:{}", pop3.addr().port())),
-        )
-        .user(USER, PASSWORD, "main")
-        .imap("off")
-        .pop3("off")
-        .extra("\n[admin]\nlisten = \"127.0.0.1:0\"");
+    let (_smtp, imap, pop3, builder) = three_upstreams(&ca).await;
+    let builder = builder.extra("\n[admin]\nlisten = \"127.0.0.1:0\"");
     let proxy = Proxy::start_built(&builder, &[]).await;
 
     let mut c = Client::connect(proxy.imap_addr(), None)

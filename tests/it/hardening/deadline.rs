@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
 use super::*;
-use crate::support::imap::{FakeImap, ImapOpts};
-use crate::support::pop3::{FakePop3, Pop3Opts};
+use crate::support::imap::FakeImap;
+use crate::support::pop3::FakePop3;
 use crate::support::proxy::Proxy;
-use crate::support::smtp::SmtpOptions;
 
 const PRE_AUTH: Duration = Duration::from_secs(1);
 /// How long the test lets a session run before calling it unbounded.
@@ -19,23 +18,8 @@ const GIVE_UP: Duration = Duration::from_secs(15);
 
 async fn proxy_with_imap_pop3(pre_auth: &str) -> (TestCa, FakeImap, FakePop3, Proxy) {
     let ca = TestCa::new("deadline CA");
-    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let tls = crate::support::upstream::TlsMode::Implicit(
-        ca.server_config(crate::support::ca::UPSTREAM_NAMES),
-    );
-    let imap = FakeImap::start(ImapOpts::default().tls(tls.clone())).await;
-    let pop3 = FakePop3::start(Pop3Opts::default().tls(tls)).await;
-    let builder = ConfigBuilder::new(&ca)
-        .account(
-            Account::new("main")
-                .smtp_fake(&smtp)
-                .imap(format!("127.0.0.1:{}", imap.addr().port()))
-                .pop3(format!("127.0.0.1:{}", pop3.addr().port())),
-        )
-        .user(USER, PASSWORD, "main")
-        .imap("off")
-        .pop3("off")
-        .limit("pre_auth_timeout", pre_auth);
+    let (_smtp, imap, pop3, builder) = three_upstreams(&ca).await;
+    let builder = builder.limit("pre_auth_timeout", pre_auth);
     let proxy = Proxy::start_built(&builder, &[]).await;
     (ca, imap, pop3, proxy)
 }

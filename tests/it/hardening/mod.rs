@@ -55,6 +55,38 @@ pub fn smtp_builder(ca: &TestCa, smtp: &FakeSmtp) -> ConfigBuilder {
         .smtp("off")
 }
 
+/// Fake SMTP, IMAP and POP3 upstreams over implicit TLS, and a config with one account
+/// on all three, user `printer`, and IMAP and POP3 listeners without STARTTLS. The fakes
+/// must outlive the proxy.
+pub async fn three_upstreams(
+    ca: &TestCa,
+) -> (
+    FakeSmtp,
+    crate::support::imap::FakeImap,
+    crate::support::pop3::FakePop3,
+    ConfigBuilder,
+) {
+    use crate::support::imap::{FakeImap, ImapOpts};
+    use crate::support::pop3::{FakePop3, Pop3Opts};
+    let smtp = FakeSmtp::start(crate::support::smtp::SmtpOptions::implicit(ca));
+    let tls = crate::support::upstream::TlsMode::Implicit(
+        ca.server_config(crate::support::ca::UPSTREAM_NAMES),
+    );
+    let imap = FakeImap::start(ImapOpts::default().tls(tls.clone())).await;
+    let pop3 = FakePop3::start(Pop3Opts::default().tls(tls)).await;
+    let builder = ConfigBuilder::new(ca)
+        .account(
+            Account::new("main")
+                .smtp_fake(&smtp)
+                .imap(format!("127.0.0.1:{}", imap.addr().port()))
+                .pop3(format!("127.0.0.1:{}", pop3.addr().port())),
+        )
+        .user(USER, PASSWORD, "main")
+        .imap("off")
+        .pop3("off");
+    (smtp, imap, pop3, builder)
+}
+
 /// The base64 of an `AUTH PLAIN` message.
 pub fn plain(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
