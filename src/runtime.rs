@@ -119,6 +119,7 @@ impl Runtime {
             tls: config.tls.clone(),
             limits: config.limits.clone(),
             admin: None,
+            queue: config.queue.clone(),
             warnings: Vec::new(),
         };
         Ok(Runtime {
