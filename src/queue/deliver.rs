@@ -4,9 +4,10 @@
 //! [`super::classify`], [`super::schedule`]), and writes the new state durably before
 //! anything else may send the message again. Bounces go back into the queue ([`super::dsn`]).
 //!
-//! Not wired yet: the server will build a [`Deliverer`] with [`UpstreamConnector`], poke
-//! [`Deliverer::wake`] after each commit, read [`AccountStatus`] for `/healthz` and the
-//! metrics, and call [`Deliverer::shutdown`] on SIGTERM.
+//! The server builds the [`Deliverer`] with the session layer's connector
+//! (`crate::session::queue`, so this module never depends on sessions), pokes
+//! [`Deliverer::wake`] after each commit, reads [`AccountStatus`] for `/healthz` and the
+//! metrics, and calls [`Deliverer::shutdown`] on SIGTERM.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,16 +26,14 @@ use super::store::{Request, Store, StoreError};
 use crate::net::LineStream;
 use crate::upstream::UpstreamError;
 
-pub mod connector;
 pub mod conversation;
 pub mod settle;
 mod worker;
 
-pub use connector::UpstreamConnector;
 pub use conversation::Timeouts;
 
 /// Opens a logged-in upstream SMTP connection for an account, ready for `MAIL FROM`.
-/// Production: [`UpstreamConnector`]; tests: a scripted server over `tokio::io::duplex`.
+/// Production: `crate::session::queue::UpstreamConnector`; tests: a scripted server over `tokio::io::duplex`.
 pub trait Connector: Send + Sync + 'static {
     /// The connection's stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;

@@ -22,6 +22,7 @@ use crate::upstream;
 mod connect;
 mod early_end;
 mod login;
+pub mod queue;
 pub mod relay;
 mod report;
 pub mod smtp;

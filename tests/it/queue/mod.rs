@@ -3,6 +3,7 @@
 
 mod crash;
 mod disk_full;
+mod serve;
 
 use qqmail_proxy::queue::store::{Envelope, NewMessage, Store};
 use sha2::Digest;
