@@ -100,8 +100,13 @@ fn start_queue(current: &Current) -> Result<Option<crate::queue::deliver::Delive
         let current = current.clone();
         Arc::new(move || running(&current))
     };
-    crate::session::queue::start(&rt, source)
-        .with_context(|| format!("[queue] dir {}", rt.config.queue.dir.display()))
+    let deliverer = crate::session::queue::start(&rt, source)
+        .with_context(|| format!("[queue] dir {}", rt.config.queue.dir.display()))?;
+    if let Some(d) = &deliverer {
+        // Shared with every later runtime through `Kept`: set once, before any session.
+        let _ = rt.queue.set(d.intake());
+    }
+    Ok(deliverer)
 }
 
 /// The runtime in use now.

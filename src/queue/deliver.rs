@@ -178,6 +178,7 @@ struct Handle {
 
 /// The running deliverer: one worker task per account plus the `ctl/` scan.
 pub struct Deliverer {
+    store: Store,
     workers: Arc<HashMap<String, Handle>>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
@@ -218,13 +219,14 @@ impl Deliverer {
         }
         let workers = Arc::new(workers);
         tasks.spawn(scan_requests(
-            store,
+            store.clone(),
             workers.clone(),
             settings.scan_every,
             clock,
             cancel.child_token(),
         ));
         Deliverer {
+            store,
             workers,
             tasks,
             cancel,
@@ -243,6 +245,21 @@ impl Deliverer {
         self.workers.get(account).map(|h| h.status.clone())
     }
 
+    /// The store and a waker, for sessions.
+    pub fn intake(&self) -> Intake {
+        Intake {
+            store: self.store.clone(),
+            waker: self.waker(),
+        }
+    }
+
+    /// A cloneable handle for sessions: wake a worker, read a status.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            workers: self.workers.clone(),
+        }
+    }
+
     /// Stops: deliveries in flight may finish within `grace`; the rest stays queued
     /// (and a delivery cut off is retried at the next start).
     pub async fn shutdown(mut self, grace: Duration) {
@@ -253,6 +270,35 @@ impl Deliverer {
             self.tasks.abort_all();
         }
     }
+}
+
+/// What sessions need of the running deliverer, without owning it.
+#[derive(Clone)]
+pub struct Waker {
+    workers: Arc<HashMap<String, Handle>>,
+}
+
+impl Waker {
+    /// A message of `account` was committed: deliver it without waiting for a timer.
+    pub fn wake(&self, account: &str) {
+        if let Some(h) = self.workers.get(account) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// The delivery status of `account`.
+    pub fn status(&self, account: &str) -> Option<Arc<AccountStatus>> {
+        self.workers.get(account).map(|h| h.status.clone())
+    }
+}
+
+/// Where sessions put messages: the store, and the deliverer to wake after a commit.
+#[derive(Clone)]
+pub struct Intake {
+    /// The open queue.
+    pub store: Store,
+    /// The running deliverer.
+    pub waker: Waker,
 }
 
 /// Every `every`, takes the requests of the `queue` commands and hands each to the worker

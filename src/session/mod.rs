@@ -143,6 +143,9 @@ pub async fn run<P: LoginPhase>(
             LoggedIn::Unauthenticated(account) => {
                 smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
             }
+            LoggedIn::Queued(account) => {
+                smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
+            }
         }
     }
     rt.metrics.session_ended(

@@ -4,6 +4,7 @@
 mod crash;
 mod disk_full;
 mod serve;
+mod session;
 
 use qqmail_proxy::queue::store::{Envelope, NewMessage, Store};
 use sha2::Digest;
