@@ -290,6 +290,17 @@ impl Waker {
     pub fn status(&self, account: &str) -> Option<Arc<AccountStatus>> {
         self.workers.get(account).map(|h| h.status.clone())
     }
+
+    /// Every served account's status, sorted by account id.
+    pub fn statuses(&self) -> Vec<(String, Arc<AccountStatus>)> {
+        let mut all: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(id, h)| (id.clone(), h.status.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
 }
 
 /// Where sessions put messages: the store, and the deliverer to wake after a commit.

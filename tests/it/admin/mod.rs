@@ -19,7 +19,7 @@ mod host;
 const PASSWORD: &str = "Adm1n-Test-Pw";
 
 /// `GET path` with `Host: <addr>`; returns the response head and body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     get_as(addr, path, &addr.to_string()).await
 }
 

@@ -1,6 +1,7 @@
 //! `serve` runs the queue: with `[smtp] delivery = "queue"` it opens `[queue] dir`,
 //! delivers what is queued there through the account's upstream (byte for byte, once),
-//! and on SIGTERM stops its deliverer within `shutdown_grace` with nothing left behind.
+//! counts it in `/metrics`, and on SIGTERM stops its deliverer within `shutdown_grace`
+//! with nothing left behind.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -38,6 +39,7 @@ async fn serve_delivers_what_was_queued_once_byte_identical() {
     let gw = Gateway::with(SmtpOptions::implicit, |b| {
         b.section_line("smtp", "delivery = \"queue\"")
             .extra(&queue_section)
+            .extra("\n[admin]\nlisten = \"127.0.0.1:0\"")
     })
     .await;
     gw.proxy.wait_for_log("queue opened", WAIT).await;
@@ -52,6 +54,19 @@ async fn serve_delivers_what_was_queued_once_byte_identical() {
     assert!(sent == body, "byte-identical: {:?}", got[0]);
     let line = gw.proxy.wait_for_log("queue: delivered", WAIT).await;
     assert!(line.contains(&id), "{line}");
+    // The metrics count it (the store's removal follows the log line: wait on it).
+    let delivered = "qqmail_proxy_queue_deliveries_total{account=\"main\",result=\"delivered\"} 1";
+    let (_, metrics) = crate::admin::get(gw.proxy.admin_addr(), "/metrics").await;
+    assert!(metrics.contains(delivered), "{metrics}");
+    for line in [
+        "qqmail_proxy_queue_account_held{account=\"main\"} 0",
+        "qqmail_proxy_queue_readable 1",
+        "qqmail_proxy_queue_deliveries_total{account=\"main\",result=\"bounced\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    let (_, health) = crate::admin::get(gw.proxy.admin_addr(), "/healthz").await;
+    assert_eq!(health, "ok\n");
     assert!(gw.proxy.terminate().await.success());
     assert!(gw.proxy.logs().contains("queue: deliveries stopped"));
     let left = Store::open_existing(&dir)
