@@ -202,21 +202,7 @@ impl Relay<'_> {
                         interrupted = Some((why, salvaged));
                     }
                 }
-                (Some(bytes), Sink::Store(w)) if w.is_ok() => {
-                    // The store keeps the body without the final `.` line (queue docs).
-                    let body = if ended {
-                        bytes.strip_suffix(b".\r\n").unwrap_or(&bytes)
-                    } else {
-                        &bytes
-                    };
-                    let failed = match &mut **w {
-                        Ok(writer) => writer.write(body).err(),
-                        Err(_) => None,
-                    };
-                    if let Some(e) = failed {
-                        **w = Err(e);
-                    }
-                }
+                (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
                 _ => {}
             }
             if ended {
@@ -394,6 +380,23 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
+    }
+}
+
+/// Writes a chunk into the queue writer (unless it already failed; the failure then
+/// replaces it). The store keeps the body without the final `.` line (see `queue`).
+fn store_chunk(w: &mut Result<Writer, StoreError>, bytes: &[u8], ended: bool) {
+    let body = if ended {
+        bytes.strip_suffix(b".\r\n").unwrap_or(bytes)
+    } else {
+        bytes
+    };
+    let failed = match w {
+        Ok(writer) => writer.write(body).err(),
+        Err(_) => None,
+    };
+    if let Some(e) = failed {
+        *w = Err(e);
     }
 }
 
