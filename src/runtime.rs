@@ -6,7 +6,7 @@
 //! throttles).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
@@ -15,6 +15,7 @@ use crate::auth::{Authenticator, Guards};
 use crate::config::{Account, Config, User};
 use crate::metrics::Metrics;
 use crate::proto::StartTlsMode;
+use crate::queue::deliver::Intake;
 use crate::tls::{self, TlsError};
 
 /// Why a runtime could not be built.
@@ -33,6 +34,8 @@ pub struct Kept {
     pub metrics: Arc<Metrics>,
     /// Failed logins and lockouts per client host, budgets per user, the check ceiling.
     pub guards: Guards,
+    /// The queue's intake, set once by `serve` after the deliverer started (issue 12).
+    pub queue: Arc<OnceLock<Intake>>,
 }
 
 /// Shared session state.
@@ -51,6 +54,9 @@ pub struct Runtime {
     smtp_size: Mutex<HashMap<String, u64>>,
     /// Counters (kept across reloads).
     pub metrics: Arc<Metrics>,
+    /// Where queue-mode sessions put messages (empty until `serve` started the
+    /// deliverer; shared across reloads).
+    pub queue: Arc<OnceLock<Intake>>,
     /// Warm upstream spares (`None` when `warm_upstream_ttl` is 0, and for `check`).
     pub pool: Option<Arc<crate::upstream::pool::Pool>>,
 }
@@ -59,7 +65,11 @@ impl Runtime {
     /// Builds the runtime; generates the local certificate if needed. `kept` is
     /// `Kept::default()` at start, the running runtime's [`Runtime::kept`] on a reload.
     pub fn build(config: Config, users: &[User], kept: Kept) -> Result<Runtime, RuntimeError> {
-        let Kept { metrics, guards } = kept;
+        let Kept {
+            metrics,
+            guards,
+            queue,
+        } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
             config.imap.as_ref(),
@@ -94,6 +104,7 @@ impl Runtime {
             upstream_tls,
             smtp_size: Mutex::new(HashMap::new()),
             metrics,
+            queue,
         })
     }
 
@@ -119,6 +130,7 @@ impl Runtime {
             tls: config.tls.clone(),
             limits: config.limits.clone(),
             admin: None,
+            queue: config.queue.clone(),
             warnings: Vec::new(),
         };
         Ok(Runtime {
@@ -135,6 +147,7 @@ impl Runtime {
             upstream_tls,
             smtp_size: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
+            queue: Arc::default(),
             pool: None,
         })
     }
@@ -144,6 +157,7 @@ impl Runtime {
         Kept {
             metrics: self.metrics.clone(),
             guards: self.auth.guards(),
+            queue: self.queue.clone(),
         }
     }
 

@@ -85,6 +85,7 @@ fn read_users(path: &Path, config: &Config) -> Result<Vec<User>, StateError> {
                 name: name.to_string(),
                 password_hash: hash.to_string(),
                 account: idx,
+                delivery: None,
             });
         }
     }
@@ -145,6 +146,7 @@ pub fn local_users(
             name: account.email.clone(),
             password_hash: hash,
             account: idx,
+            delivery: None,
         });
         generated.push(Generated {
             user: account.email.clone(),

@@ -159,7 +159,10 @@ fn respond(head: &Head<'_>, view: View, rt: &Runtime) -> (&'static str, &'static
     }
     match (head.method, head.path) {
         ("GET", "/healthz") => {
-            let failing = rt.metrics.failing_upstreams();
+            let mut failing = rt.metrics.failing_upstreams();
+            if let Some(q) = rt.queue.get() {
+                failing.extend(crate::queue::metrics::held_accounts(q));
+            }
             ("200 OK", PLAIN, view::healthz(&failing, view))
         }
         ("GET", "/metrics") => {
@@ -170,7 +173,14 @@ fn respond(head: &Head<'_>, view: View, rt: &Runtime) -> (&'static str, &'static
                 .flatten()
                 .map(|s| s.host.clone())
                 .collect();
-            let text = view::metrics(&rt.metrics.render(), &hidden, view);
+            let mut all = rt.metrics.render();
+            if let Some(q) = rt.queue.get() {
+                all.push_str(&crate::queue::metrics::render(
+                    q,
+                    std::time::SystemTime::now(),
+                ));
+            }
+            let text = view::metrics(&all, &hidden, view);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
         }
         ("GET", _) => ("404 Not Found", PLAIN, "not found\n".to_string()),

@@ -49,20 +49,25 @@ pub fn describe(c: &Config) -> String {
     for u in &c.users {
         let _ = writeln!(
             o,
-            "user {:?} -> account {:?} (argon2 hash)",
-            u.name, c.accounts[u.account].id
+            "user {:?} -> account {:?} (argon2 hash){}",
+            u.name,
+            c.accounts[u.account].id,
+            u.delivery
+                .map(|d| format!(" delivery={}", d.name()))
+                .unwrap_or_default()
         );
     }
     if let Some(s) = &c.smtp {
         let _ = writeln!(
             o,
-            "smtp: listen={:?} starttls={} rewrite_sender={:?} allow_unauthenticated={:?}",
+            "smtp: listen={:?} starttls={} delivery={} rewrite_sender={:?} allow_unauthenticated={:?}",
             s.listener
                 .listen
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
             s.listener.starttls.name(),
+            s.delivery.name(),
             s.rewrite_sender,
             s.allow_unauthenticated
                 .iter()
@@ -86,6 +91,21 @@ pub fn describe(c: &Config) -> String {
         c.tls.cert_file.display(),
         c.tls.key_file.display()
     );
+    if c.uses_queue() {
+        let q = &c.queue;
+        let _ = writeln!(
+            o,
+            "queue: dir={} max_size={} bytes max_age={:?} retry_min={:?} retry_max={:?} rate={} daily_limit={}",
+            q.dir.display(),
+            q.max_size,
+            q.policy.max_age,
+            q.policy.retry_min,
+            q.policy.retry_max,
+            q.rate
+                .map_or("none".to_string(), |r| format!("{}/{:?}", r.count, r.per)),
+            q.daily_limit
+        );
+    }
     let _ = writeln!(o, "limits: {:?}", c.limits);
     if let Some(a) = c.admin {
         let _ = writeln!(o, "admin: {a}");

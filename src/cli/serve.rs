@@ -2,7 +2,9 @@
 //! generate what is missing, bind, announce readiness, run until SIGTERM/SIGINT, reload
 //! on SIGHUP. A reload keeps the counters and the failed-login table ([`Kept`]);
 //! everything else follows the new configuration, except the listen addresses (bound
-//! once at start), whose change is logged as needing a restart.
+//! once at start), whose change is logged as needing a restart, and the queue's
+//! deliverer, which runs from start to shutdown (see `session::queue::start` for what it
+//! takes from a reload).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,9 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
             }
             None => None,
         };
+        let grace = rt.config.limits.shutdown_grace;
         let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
+        let deliverer = start_queue(&current)?;
         let shutdown = CancellationToken::new();
         if let Some(l) = admin_listener {
             tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
@@ -79,9 +83,38 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         ));
         info!(version = env!("CARGO_PKG_VERSION"), "ready");
         server::serve(current, listeners, shutdown).await;
+        if let Some(d) = deliverer {
+            crate::session::queue::stop(d, grace).await;
+        }
         info!("stopped");
         Ok(())
     })
+}
+
+/// Opens the queue and starts its deliverer when any delivery mode needs it. The
+/// deliverer outlives reloads (it reads the running runtime at each connection), so a
+/// SIGHUP neither loses nor duplicates a queued message.
+fn start_queue(current: &Current) -> Result<Option<crate::queue::deliver::Deliverer>> {
+    let rt = running(current);
+    let source = {
+        let current = current.clone();
+        Arc::new(move || running(&current))
+    };
+    let deliverer = crate::session::queue::start(&rt, source)
+        .with_context(|| format!("[queue] dir {}", rt.config.queue.dir.display()))?;
+    if let Some(d) = &deliverer {
+        // Shared with every later runtime through `Kept`: set once, before any session.
+        let _ = rt.queue.set(d.intake());
+    }
+    Ok(deliverer)
+}
+
+/// The runtime in use now.
+fn running(current: &Current) -> Arc<Runtime> {
+    match current.read() {
+        Ok(rt) => rt.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
 }
 
 /// Logs the descriptor limits found and set at start (`None` prints as "unlimited").
@@ -156,10 +189,7 @@ async fn signals(_path: Option<PathBuf>, _current: Current, shutdown: Cancellati
 /// over the running one's counters and failed-login table, so a reload forgives no failure
 /// and ends no lockout; users, hashes and the success cache are the new config's alone.
 fn reload(path: Option<&Path>, current: &Current) {
-    let old = match current.read() {
-        Ok(rt) => rt.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let old = running(current);
     let result = Config::load(path, &ProcessEnv)
         .map_err(anyhow::Error::from)
         .and_then(|c| build(c, old.kept()));
@@ -177,6 +207,10 @@ fn reload(path: Option<&Path>, current: &Current) {
                     max_sessions_per_ip = now.max_sessions_per_ip,
                     "session limits changed: new connections get them, sessions in progress keep running"
                 );
+            }
+            let queue_of = |c: &Config| c.uses_queue().then(|| c.queue.clone());
+            if queue_of(&old.config) != queue_of(&new.config) {
+                warn!("delivery modes or [queue] settings changed: the queue's deliverer keeps the start-up ones until a restart");
             }
             for w in &new.config.warnings {
                 warn!("{w}");

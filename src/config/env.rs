@@ -159,6 +159,9 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
     if let Some(v) = get("QQMAIL_ALLOW_UNAUTHENTICATED") {
         smtp(raw).allow_unauthenticated = Some(list(&v));
     }
+    if let Some(v) = get("QQMAIL_SMTP_DELIVERY") {
+        smtp(raw).delivery = Some(v);
+    }
     if let Some(v) = get("QQMAIL_REWRITE_SENDER") {
         smtp(raw).rewrite_sender = Some(v);
     }
@@ -222,6 +225,7 @@ fn parse_users(var: &str, text: &str) -> Result<Vec<RawUser>, ConfigError> {
             name: Some(name.to_string()),
             password_hash: Some(hash.to_string()),
             account: parts.next().map(String::from),
+            delivery: None,
         });
     }
     Ok(users)

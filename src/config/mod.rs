@@ -14,12 +14,14 @@ use crate::providers::{Provider, ServerAddr};
 use crate::secrets::Secret;
 
 pub mod env;
+mod queue;
 pub mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 pub use env::{Env, ProcessEnv};
+pub use queue::{Delivery, QueueSettings};
 use raw::RawConfig;
 pub use validate::{check_hash, parse_cidr};
 
@@ -135,6 +137,8 @@ pub struct User {
     pub password_hash: String,
     /// Index into [`Config::accounts`].
     pub account: usize,
+    /// `[[user]] delivery`: overrides `[smtp] delivery` for this login.
+    pub delivery: Option<Delivery>,
 }
 
 /// One protocol's listener.
@@ -157,6 +161,8 @@ pub struct SmtpSettings {
     pub allow_unauthenticated: Vec<IpNet>,
     /// The account they send as (index into [`Config::accounts`]).
     pub unauthenticated_account: Option<usize>,
+    /// `[smtp] delivery`: for users without their own, and for allow-listed clients.
+    pub delivery: Delivery,
 }
 
 /// The local certificate for STARTTLS.
@@ -268,6 +274,8 @@ pub struct Config {
     pub limits: Limits,
     /// Health and metrics listener.
     pub admin: Option<SocketAddr>,
+    /// The store-and-forward queue (`[queue]`), used by `queue` and `fallback` delivery.
+    pub queue: QueueSettings,
     /// Things worth a warning at start (not errors).
     pub warnings: Vec<String>,
 }
@@ -302,6 +310,25 @@ impl Config {
     /// The account a user logs into.
     pub fn account_of(&self, user: &User) -> &Arc<Account> {
         &self.accounts[user.account]
+    }
+
+    /// How `user`'s messages are delivered: the user's own `delivery`, else `[smtp]
+    /// delivery`; `None` (an allow-listed client without login) takes `[smtp] delivery`.
+    pub fn delivery_of(&self, user: Option<&User>) -> Delivery {
+        let default = self.smtp.as_ref().map_or(Delivery::Relay, |s| s.delivery);
+        user.and_then(|u| u.delivery).unwrap_or(default)
+    }
+
+    /// Whether anything delivers through the queue (then `serve` opens it).
+    pub fn uses_queue(&self) -> bool {
+        let Some(smtp) = &self.smtp else {
+            return false;
+        };
+        smtp.delivery != Delivery::Relay
+            || self
+                .users
+                .iter()
+                .any(|u| u.delivery.is_some_and(|d| d != Delivery::Relay))
     }
 }
 

@@ -40,6 +40,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     /// Admin HTTP listener.
     pub admin: Option<RawAdmin>,
+    /// The store-and-forward queue.
+    #[serde(default)]
+    pub queue: RawQueue,
 }
 
 /// `[[account]]`.
@@ -76,6 +79,8 @@ pub struct RawUser {
     pub password_hash: Option<String>,
     /// Account id; may be omitted when there is exactly one account.
     pub account: Option<String>,
+    /// `relay`, `queue` or `fallback`; default `[smtp] delivery`.
+    pub delivery: Option<String>,
 }
 
 /// `[imap]` and `[pop3]`.
@@ -104,6 +109,32 @@ pub struct RawSmtp {
     pub unauthenticated_account: Option<String>,
     /// Explicit consent to a catch-all `allow_unauthenticated`.
     pub i_know_this_is_an_open_relay: Option<bool>,
+    /// `relay`, `queue` or `fallback`.
+    pub delivery: Option<String>,
+}
+
+/// `[queue]`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQueue {
+    /// The spool directory.
+    pub dir: Option<PathBuf>,
+    /// Age after which a message is bounced.
+    #[serde(default, deserialize_with = "duration")]
+    pub max_age: Option<Duration>,
+    /// The whole queue's size limit (`"1GiB"`, or bytes).
+    #[serde(default, deserialize_with = "size")]
+    pub max_size: Option<String>,
+    /// First retry delay.
+    #[serde(default, deserialize_with = "duration")]
+    pub retry_min: Option<Duration>,
+    /// Longest retry delay.
+    #[serde(default, deserialize_with = "duration")]
+    pub retry_max: Option<Duration>,
+    /// Per-account pacing, `"20/min"`.
+    pub rate: Option<String>,
+    /// Per-account messages per day.
+    pub daily_limit: Option<u32>,
 }
 
 /// `[tls]`.
@@ -196,22 +227,38 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     }
 }
 
-/// Parses `"90s"`, `"5m"`, `"2h"`, `"250ms"` or a bare number of seconds.
+/// Accepts a number of bytes or a string such as `"1GiB"` (parsed in validation, where
+/// the error can name the key).
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Bytes(u64),
+        Text(String),
+    }
+    Ok(Some(match Either::deserialize(d)? {
+        Either::Bytes(n) => n.to_string(),
+        Either::Text(t) => t,
+    }))
+}
+
+/// Parses `"90s"`, `"5m"`, `"2h"`, `"5d"`, `"250ms"` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: write e.g. \"30s\", \"5m\", \"1h\""))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: write e.g. \"30s\", \"5m\", \"1h\", \"5d\"")
+    })?;
     let d = match unit.trim() {
         "" | "s" => Duration::from_secs(n),
         "ms" => Duration::from_millis(n),
         "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86400)),
         _ => {
             return Err(format!(
-                "invalid duration unit in {text:?}: use ms, s, m or h"
+                "invalid duration unit in {text:?}: use ms, s, m, h or d"
             ))
         }
     };
@@ -232,7 +279,8 @@ mod tests {
             ("12", Some(12_000)),
             ("5 m", Some(300_000)),
             ("x", None),
-            ("5d", None),
+            ("5d", Some(432_000_000)),
+            ("5w", None),
             ("", None),
         ];
         for (text, ms) in cases {

@@ -9,6 +9,7 @@ use super::{Config, ConfigError, RewriteSender};
 use crate::providers::Security;
 
 mod env_layer;
+mod queue;
 
 /// A 16-character code, as QQ issues them.
 const CODE: &str = "abcdefghijklmnop";
@@ -249,7 +250,7 @@ fn every_mistake_names_the_key_and_the_fix() {
         (
             "bad duration unit",
             limits("pre_auth_timeout = \"5 parsecs\""),
-            vec!["pre_auth_timeout", "invalid duration unit", "use ms, s, m or h"],
+            vec!["pre_auth_timeout", "invalid duration unit", "use ms, s, m, h or d"],
         ),
         (
             "duration that is no number",

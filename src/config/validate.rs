@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::queue::validate_queue;
 use super::raw::{self, RawAccount, RawConfig, RawListener, RawSmtp};
 use super::{
-    invalid, Account, Config, ConfigError, Env, Limits, Listener, LocalTls, LogFormat,
+    invalid, Account, Config, ConfigError, Delivery, Env, Limits, Listener, LocalTls, LogFormat,
     RewriteSender, SmtpSettings, User, DEFAULT_IMAP_LISTEN, DEFAULT_POP3_LISTEN,
     DEFAULT_SMTP_LISTEN,
 };
@@ -88,10 +89,15 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         if users.iter().any(|x: &User| x.name == name) {
             return Err(invalid(key("name"), format!("duplicate user {name:?}")));
         }
+        let delivery = match &u.delivery {
+            Some(d) => Some(Delivery::parse(&key("delivery"), d)?),
+            None => None,
+        };
         users.push(User {
             name,
             password_hash: hash,
             account,
+            delivery,
         });
     }
     let limits = validate_limits(&raw.limits)?;
@@ -157,6 +163,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         })?),
         None => None,
     };
+    let queue = validate_queue(&raw.queue, &state_dir)?;
     Ok(Config {
         state_dir,
         hostname: raw.hostname.clone().unwrap_or_else(|| "localhost".into()),
@@ -169,6 +176,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
         tls,
         limits,
         admin,
+        queue,
         warnings,
     })
 }
@@ -462,11 +470,16 @@ fn validate_smtp(
             })?,
         )
     };
+    let delivery = match &s.delivery {
+        Some(d) => Delivery::parse("[smtp] delivery", d)?,
+        None => Delivery::Relay,
+    };
     Ok(SmtpSettings {
         listener,
         rewrite_sender,
         allow_unauthenticated: allow,
         unauthenticated_account,
+        delivery,
     })
 }
 

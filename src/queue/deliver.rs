@@ -4,9 +4,10 @@
 //! [`super::classify`], [`super::schedule`]), and writes the new state durably before
 //! anything else may send the message again. Bounces go back into the queue ([`super::dsn`]).
 //!
-//! Not wired yet: the server will build a [`Deliverer`] with [`UpstreamConnector`], poke
-//! [`Deliverer::wake`] after each commit, read [`AccountStatus`] for `/healthz` and the
-//! metrics, and call [`Deliverer::shutdown`] on SIGTERM.
+//! The server builds the [`Deliverer`] with the session layer's connector
+//! (`crate::session::queue`, so this module never depends on sessions), pokes
+//! [`Deliverer::wake`] after each commit, reads [`AccountStatus`] for `/healthz` and the
+//! metrics, and calls [`Deliverer::shutdown`] on SIGTERM.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -25,16 +26,14 @@ use super::store::{Request, Store, StoreError};
 use crate::net::LineStream;
 use crate::upstream::UpstreamError;
 
-pub mod connector;
 pub mod conversation;
 pub mod settle;
 mod worker;
 
-pub use connector::UpstreamConnector;
 pub use conversation::Timeouts;
 
 /// Opens a logged-in upstream SMTP connection for an account, ready for `MAIL FROM`.
-/// Production: [`UpstreamConnector`]; tests: a scripted server over `tokio::io::duplex`.
+/// Production: `crate::session::queue::UpstreamConnector`; tests: a scripted server over `tokio::io::duplex`.
 pub trait Connector: Send + Sync + 'static {
     /// The connection's stream.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
@@ -179,6 +178,7 @@ struct Handle {
 
 /// The running deliverer: one worker task per account plus the `ctl/` scan.
 pub struct Deliverer {
+    store: Store,
     workers: Arc<HashMap<String, Handle>>,
     tasks: JoinSet<()>,
     cancel: CancellationToken,
@@ -219,13 +219,14 @@ impl Deliverer {
         }
         let workers = Arc::new(workers);
         tasks.spawn(scan_requests(
-            store,
+            store.clone(),
             workers.clone(),
             settings.scan_every,
             clock,
             cancel.child_token(),
         ));
         Deliverer {
+            store,
             workers,
             tasks,
             cancel,
@@ -244,6 +245,21 @@ impl Deliverer {
         self.workers.get(account).map(|h| h.status.clone())
     }
 
+    /// The store and a waker, for sessions.
+    pub fn intake(&self) -> Intake {
+        Intake {
+            store: self.store.clone(),
+            waker: self.waker(),
+        }
+    }
+
+    /// A cloneable handle for sessions: wake a worker, read a status.
+    pub fn waker(&self) -> Waker {
+        Waker {
+            workers: self.workers.clone(),
+        }
+    }
+
     /// Stops: deliveries in flight may finish within `grace`; the rest stays queued
     /// (and a delivery cut off is retried at the next start).
     pub async fn shutdown(mut self, grace: Duration) {
@@ -254,6 +270,46 @@ impl Deliverer {
             self.tasks.abort_all();
         }
     }
+}
+
+/// What sessions need of the running deliverer, without owning it.
+#[derive(Clone)]
+pub struct Waker {
+    workers: Arc<HashMap<String, Handle>>,
+}
+
+impl Waker {
+    /// A message of `account` was committed: deliver it without waiting for a timer.
+    pub fn wake(&self, account: &str) {
+        if let Some(h) = self.workers.get(account) {
+            h.wake.notify_one();
+        }
+    }
+
+    /// The delivery status of `account`.
+    pub fn status(&self, account: &str) -> Option<Arc<AccountStatus>> {
+        self.workers.get(account).map(|h| h.status.clone())
+    }
+
+    /// Every served account's status, sorted by account id.
+    pub fn statuses(&self) -> Vec<(String, Arc<AccountStatus>)> {
+        let mut all: Vec<_> = self
+            .workers
+            .iter()
+            .map(|(id, h)| (id.clone(), h.status.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+}
+
+/// Where sessions put messages: the store, and the deliverer to wake after a commit.
+#[derive(Clone)]
+pub struct Intake {
+    /// The open queue.
+    pub store: Store,
+    /// The running deliverer.
+    pub waker: Waker,
 }
 
 /// Every `every`, takes the requests of the `queue` commands and hands each to the worker

@@ -54,5 +54,6 @@
 pub mod classify;
 pub mod deliver;
 pub mod dsn;
+pub mod metrics;
 pub mod schedule;
 pub mod store;

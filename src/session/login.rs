@@ -18,9 +18,9 @@ use super::early_end::{refuse_cross_protocol, timed_out};
 use super::stream::ClientStream;
 use super::{close, send, take, Outcome, Report, Seat, PRE_AUTH_READ};
 use crate::auth::Verdict;
-use crate::config::Account;
+use crate::config::{Account, Delivery};
 use crate::host::Host;
-use crate::proto::{Action, Credentials, LoginOutcome, LoginPhase};
+use crate::proto::{Action, Credentials, LoginOutcome, LoginPhase, Protocol};
 use crate::runtime::Runtime;
 use crate::upstream::pool::Refill;
 
@@ -30,6 +30,9 @@ pub(super) enum LoggedIn {
     Upstream(Arc<Account>, Box<Upstream>, Refill),
     /// SMTP client from an allow-listed address: the relay connects on MAIL.
     Unauthenticated(Arc<Account>),
+    /// SMTP user with `delivery = "queue"`: checked locally only, no upstream login, so
+    /// a printer can hand its scan over while the upstream is down (issue 12).
+    Queued(Arc<Account>),
 }
 
 /// Who the client is and what the phase answers to, fixed for the session.
@@ -266,6 +269,10 @@ async fn verify<P: LoginPhase>(
     match rt.auth.verify_from(cx.host, creds).await {
         Verdict::Accepted(account) => {
             report.account = Some(account.id.clone());
+            if P::PROTOCOL == Protocol::Smtp && queues(rt, &creds.user) {
+                let done = LoggedIn::Queued(account);
+                return (LoginOutcome::Success { capabilities: None }, Some(done));
+            }
             match login_upstream(rt, P::PROTOCOL, &account, Purpose::ClientLogin).await {
                 Ok((up, refill)) => {
                     let capabilities = match &up {
@@ -315,6 +322,14 @@ async fn verify<P: LoginPhase>(
             (LoginOutcome::TooManyFailures, None)
         }
     }
+}
+
+/// Whether `user`'s messages go through the queue (its own `delivery`, else `[smtp]
+/// delivery`; generated users have none of their own).
+fn queues(rt: &Runtime, user: &str) -> bool {
+    let cfg = &rt.config;
+    let u = cfg.users.iter().find(|u| u.name == user);
+    cfg.delivery_of(u) == Delivery::Queue
 }
 
 /// An allow-listed SMTP client starts a transaction without AUTH: it sends as the

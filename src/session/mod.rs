@@ -22,6 +22,7 @@ use crate::upstream;
 mod connect;
 mod early_end;
 mod login;
+pub mod queue;
 pub mod relay;
 mod report;
 pub mod smtp;
@@ -140,6 +141,9 @@ pub async fn run<P: LoginPhase>(
                 }
             },
             LoggedIn::Unauthenticated(account) => {
+                smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
+            }
+            LoggedIn::Queued(account) => {
                 smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
             }
         }

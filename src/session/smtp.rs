@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::{login_upstream, Outcome, Purpose, Report, Upstream};
-use crate::config::{Account, RewriteSender};
+use crate::config::{Account, Delivery, RewriteSender};
 use crate::net::show;
 use crate::proto::line::{Frame, LineFramer};
 use crate::proto::smtp::command::{self, reply, Command, Extensions};
@@ -27,6 +27,7 @@ use crate::upstream::UpstreamError;
 use super::stream::ClientStream;
 
 mod data;
+mod queued;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
@@ -63,6 +64,8 @@ struct Relay<'a> {
     _refill: Refill,
     report: &'a mut Report,
     shutdown: &'a CancellationToken,
+    /// `Some` in `delivery = "queue"`: the transaction is answered locally and stored.
+    queue: Option<queued::Queued>,
 }
 
 /// Runs the relay until QUIT, a timeout, or the client leaves.
@@ -75,6 +78,14 @@ pub async fn relay(
     shutdown: &CancellationToken,
     report: &mut Report,
 ) {
+    // The user's own delivery mode, else `[smtp] delivery` (also for allow-listed
+    // clients). A session with an upstream already logged in is a relay user.
+    let user = report
+        .user
+        .as_deref()
+        .and_then(|n| rt.config.users.iter().find(|u| u.name == n));
+    let queue = (up.is_none() && rt.config.delivery_of(user) == Delivery::Queue)
+        .then(|| queued::Queued::new(rt.queue.get().cloned()));
     let mut r = Relay {
         rt,
         client,
@@ -88,6 +99,7 @@ pub async fn relay(
         _refill: Refill::none(),
         report,
         shutdown,
+        queue,
     };
     r.run().await;
 }
@@ -157,10 +169,14 @@ impl Relay<'_> {
                 if self.tx != Tx::Idle {
                     return self.error(reply::NESTED_MAIL).await;
                 }
+                if self.queue.is_some() {
+                    return self.queued_mail(path, params).await;
+                }
                 self.mail(path, params).await
             }
             Command::Rcpt { arg } => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
+                _ if self.queue.is_some() => self.queued_rcpt(arg).await,
                 _ => {
                     let mut cmd = b"RCPT TO:".to_vec();
                     cmd.extend_from_slice(arg);
@@ -189,6 +205,7 @@ impl Relay<'_> {
             Command::Data => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
                 Tx::Mail { .. } => self.error(reply::NEED_RCPT).await,
+                Tx::Rcpt { .. } if self.queue.is_some() => self.queued_data().await,
                 Tx::Rcpt { .. } => self.data().await,
             },
             Command::Rset => {
@@ -322,6 +339,7 @@ impl Relay<'_> {
     }
 
     async fn reset_upstream_tx(&mut self) {
+        self.queued_reset();
         if self.tx != Tx::Idle && self.up.is_some() {
             let _ = self.upstream_command(b"RSET\r\n").await;
         }

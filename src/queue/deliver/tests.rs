@@ -475,8 +475,24 @@ async fn a_second_535_holds_the_account_until_a_login_works() {
         .failing()
         .is_some_and(|h| h.contains("authorization code")));
     assert_eq!(store.list().unwrap().len(), 1, "still queued while held");
+    // /healthz names the account (on loopback) and the metrics mark it held.
+    let held = crate::queue::metrics::held_accounts(&d.intake());
+    assert!(
+        held.len() == 1
+            && held[0].starts_with("queue account ")
+            && held[0].contains("authorization code"),
+        "{held:?}"
+    );
+    let text = crate::queue::metrics::render(&d.intake(), std::time::SystemTime::now());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("qqmail_proxy_queue_account_held{") && l.ends_with("} 1")),
+        "{text}"
+    );
+    assert!(text.contains("qqmail_proxy_queue_messages 1"), "{text}");
     drained(&store, Duration::from_secs(2 * 3600)).await;
     assert_eq!(status.failing(), None, "resumed after a login worked");
+    assert!(crate::queue::metrics::held_accounts(&d.intake()).is_empty());
     d.shutdown(Duration::from_secs(5)).await;
     assert_eq!(count(&log.lock().unwrap(), BODY), 1);
 }

@@ -27,6 +27,7 @@ use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
 use crate::proto::smtp::header::{self, HeaderCollector, Headers};
+use crate::queue::store::{StoreError, Writer};
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -56,9 +57,40 @@ pub(super) enum Interrupt {
     TimedOut,
 }
 
+/// Where the message's bytes go.
+pub(super) enum Sink {
+    /// The upstream (`Relay::up`), as they come.
+    Upstream,
+    /// A queue writer; an `Err` once the store failed (the rest is read and dropped,
+    /// and the client is told 452 4.3.1).
+    Store(Box<Result<Writer, StoreError>>),
+}
+
+impl Sink {
+    /// The reply when the message is lost without a better one.
+    fn lost_reply(&self) -> &'static str {
+        match self {
+            Sink::Upstream => reply::DATA_LOST,
+            Sink::Store(_) => super::queued::STORE_FAULT,
+        }
+    }
+}
+
+/// A message read to its end.
+pub(super) struct Streamed {
+    /// The proxy refused it.
+    pub refused: Option<Refusal>,
+    /// The upstream interrupted it.
+    pub interrupted: Option<(Interrupt, Option<Reply>)>,
+    /// Bytes read from the client, terminator included.
+    pub size: usize,
+    /// Where it went.
+    pub sink: Sink,
+}
+
 /// Why the proxy itself refuses a message, whatever the upstream would say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Refusal {
+pub(super) enum Refusal {
     /// An ambiguous end-of-data sequence (SMTP smuggling): some servers would end the
     /// message there and read the rest as commands.
     Smuggling,
@@ -72,7 +104,7 @@ enum Refusal {
 
 impl Refusal {
     /// The reply to the end of data.
-    fn reply(self) -> &'static str {
+    pub(super) fn reply(self) -> &'static str {
         match self {
             Refusal::Smuggling => reply::SMUGGLING,
             Refusal::HeaderTooLarge => header::HEADER_TOO_LARGE,
@@ -81,7 +113,7 @@ impl Refusal {
     }
 
     /// Why, for the log.
-    fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             Refusal::Smuggling => "ambiguous end-of-data sequence (SMTP smuggling)",
             Refusal::HeaderTooLarge => "header block too large to rewrite its From",
@@ -102,6 +134,16 @@ impl Relay<'_> {
         if !self.send(&r.raw).await {
             return false;
         }
+        match self.stream_message(Sink::Upstream).await {
+            Ok(m) => self.end_of_data(m.refused, m.interrupted, m.size).await,
+            Err(keep_going) => keep_going,
+        }
+    }
+
+    /// Reads the message to its end through the smuggling scanner and (with
+    /// `rewrite_sender = "header"`) the From rewrite, feeding `sink`: the one loop of the
+    /// relay and of the queue. `Err(keep_going)` when the session ended or was answered.
+    pub(super) async fn stream_message(&mut self, mut sink: Sink) -> Result<Streamed, bool> {
         let rewrite_header =
             self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
         let mut headers = rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER));
@@ -117,11 +159,14 @@ impl Relay<'_> {
             .map_or(DISCARD_MAX, |n| n.saturating_add(DISCARD_MAX / 16));
         let mut discarded = 0u64;
         loop {
-            if self.up.is_none() && discarded > discard_max {
-                return self.stop_discarding(refused, interrupted, discarded).await;
+            if self.sink_gone(&sink, refused) && discarded > discard_max {
+                let lost = sink.lost_reply();
+                return Err(self
+                    .stop_discarding(refused, interrupted, discarded, lost)
+                    .await);
             }
             if self.buf.is_empty() && !self.read_data().await {
-                return false;
+                return Err(false);
             }
             let scan = scanner.feed(&self.buf);
             if scan.smuggling.is_some() {
@@ -145,22 +190,39 @@ impl Relay<'_> {
                 // whatever it already has; the rest is read and dropped.
                 self.up = None;
             }
-            if self.up.is_none() {
+            if self.sink_gone(&sink, refused) {
                 discarded += n as u64;
             }
             // After an interruption `up` is gone: the rest of the message is read and
             // dropped, so the client's next command is read as one.
-            if let (Some(bytes), true) = (out, self.up.is_some()) {
-                if let Err(why) = self.forward_upstream(&bytes).await {
-                    let salvaged = self.salvage().await;
-                    interrupted = Some((why, salvaged));
+            match (out, &mut sink) {
+                (Some(bytes), Sink::Upstream) if self.up.is_some() => {
+                    if let Err(why) = self.forward_upstream(&bytes).await {
+                        let salvaged = self.salvage().await;
+                        interrupted = Some((why, salvaged));
+                    }
                 }
+                (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
+                _ => {}
             }
-            if scan.end.is_some() {
+            if ended {
                 break;
             }
         }
-        self.end_of_data(refused, interrupted, size).await
+        Ok(Streamed {
+            refused,
+            interrupted,
+            size,
+            sink,
+        })
+    }
+
+    /// Nothing more goes anywhere: the rest of the message is read and dropped.
+    fn sink_gone(&self, sink: &Sink, refused: Option<Refusal>) -> bool {
+        match sink {
+            Sink::Upstream => self.up.is_none(),
+            Sink::Store(w) => w.is_err() || refused.is_some(),
+        }
     }
 
     /// The client went on sending, past the bound, a message nobody will take: answers
@@ -171,6 +233,7 @@ impl Relay<'_> {
         refused: Option<Refusal>,
         interrupted: Option<(Interrupt, Option<Reply>)>,
         discarded: u64,
+        lost: &'static str,
     ) -> bool {
         let who = if refused.is_some() {
             "proxy"
@@ -184,7 +247,7 @@ impl Relay<'_> {
         let text = match (refused, interrupted) {
             (Some(why), _) => why.reply().as_bytes().to_vec(),
             (None, Some((_, Some(r)))) => r.raw,
-            _ => reply::DATA_LOST.as_bytes().to_vec(),
+            _ => lost.as_bytes().to_vec(),
         };
         self.send(&text).await;
         false
@@ -317,6 +380,23 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
+    }
+}
+
+/// Writes a chunk into the queue writer (unless it already failed; the failure then
+/// replaces it). The store keeps the body without the final `.` line (see `queue`).
+fn store_chunk(w: &mut Result<Writer, StoreError>, bytes: &[u8], ended: bool) {
+    let body = if ended {
+        bytes.strip_suffix(b".\r\n").unwrap_or(bytes)
+    } else {
+        bytes
+    };
+    let failed = match w {
+        Ok(writer) => writer.write(body).err(),
+        Err(_) => None,
+    };
+    if let Some(e) = failed {
+        *w = Err(e);
     }
 }
 

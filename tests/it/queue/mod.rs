@@ -3,6 +3,9 @@
 
 mod crash;
 mod disk_full;
+mod outcomes;
+mod serve;
+mod session;
 
 use qqmail_proxy::queue::store::{Envelope, NewMessage, Store};
 use sha2::Digest;

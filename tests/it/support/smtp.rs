@@ -2,6 +2,7 @@
 //! sender rule, scripted faults, closes on demand (a 421 to the next command, or to idle
 //! connections), and a recording of every command, AUTH attempt and message.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -144,6 +145,9 @@ pub struct SmtpOptions {
     pub fault: Fault,
     /// Longest accepted line (command or DATA), CRLF included; longer gets 500 and a close.
     pub max_line: usize,
+    /// Scripted RCPT replies per address (lower case): each RCPT of that address takes
+    /// the next one; once they are used up, 250. Shared by every connection.
+    pub rcpt_script: std::sync::Arc<std::sync::Mutex<HashMap<String, VecDeque<String>>>>,
 }
 
 impl SmtpOptions {
@@ -157,6 +161,7 @@ impl SmtpOptions {
             sender_rule: true,
             fault: Fault::None,
             max_line: 64 * 1024,
+            rcpt_script: Default::default(),
         }
     }
 
@@ -209,6 +214,17 @@ impl SmtpOptions {
     /// Sets the line-length bound.
     pub fn max_line(mut self, max_line: usize) -> Self {
         self.max_line = max_line;
+        self
+    }
+
+    /// The next RCPTs of `addr` get `replies` (e.g. `"550 Mailbox not found"`), in order.
+    pub fn rcpt_replies(self, addr: &str, replies: &[&str]) -> Self {
+        if let Ok(mut script) = self.rcpt_script.lock() {
+            script
+                .entry(addr.to_ascii_lowercase())
+                .or_default()
+                .extend(replies.iter().map(|r| (*r).to_owned()));
+        }
         self
     }
 }

@@ -388,6 +388,16 @@ impl<'a> Session<'a> {
         };
         match path_arg(arg, "TO:") {
             Some((to, _)) if !to.is_empty() => {
+                let scripted = self
+                    .shared
+                    .opts
+                    .rcpt_script
+                    .lock()
+                    .ok()
+                    .and_then(|mut s| s.get_mut(&to.to_ascii_lowercase())?.pop_front());
+                if let Some(reply) = scripted {
+                    return self.reply(io, reply.as_bytes()).await;
+                }
                 rcpt.push(to);
                 self.reply(io, b"250 OK").await
             }
