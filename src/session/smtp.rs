@@ -29,6 +29,7 @@ use super::stream::ClientStream;
 mod data;
 mod fallback;
 mod queued;
+mod sink;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;

@@ -21,13 +21,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
+pub(super) use super::sink::{store_chunk, Sink, Streamed};
 use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
 use crate::proto::smtp::header::{self, HeaderCollector, Headers};
-use crate::queue::store::{StoreError, Writer};
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -55,40 +55,6 @@ pub(super) enum Interrupt {
     /// A write did not finish within the upstream timeout.
     #[error("a write to the upstream timed out")]
     TimedOut,
-}
-
-/// Where the message's bytes go.
-pub(super) enum Sink {
-    /// The upstream (`Relay::up`), as they come.
-    Upstream,
-    /// A queue writer; an `Err` once the store failed (the rest is read and dropped,
-    /// and the client is told 452 4.3.1).
-    Store(Box<Result<Writer, StoreError>>),
-    /// `fallback`: the upstream, and a copy into a queue writer that outlives an
-    /// upstream failure (the rest of the message still goes into the copy).
-    Both(Box<Result<Writer, StoreError>>),
-}
-
-impl Sink {
-    /// The reply when the message is lost without a better one.
-    fn lost_reply(&self) -> &'static str {
-        match self {
-            Sink::Upstream | Sink::Both(_) => reply::DATA_LOST,
-            Sink::Store(_) => super::queued::STORE_FAULT,
-        }
-    }
-}
-
-/// A message read to its end.
-pub(super) struct Streamed {
-    /// The proxy refused it.
-    pub refused: Option<Refusal>,
-    /// The upstream interrupted it.
-    pub interrupted: Option<(Interrupt, Option<Reply>)>,
-    /// Bytes read from the client, terminator included.
-    pub size: usize,
-    /// Where it went.
-    pub sink: Sink,
 }
 
 /// Why the proxy itself refuses a message, whatever the upstream would say.
@@ -416,23 +382,6 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
-    }
-}
-
-/// Writes a chunk into the queue writer (unless it already failed; the failure then
-/// replaces it). The store keeps the body without the final `.` line (see `queue`).
-fn store_chunk(w: &mut Result<Writer, StoreError>, bytes: &[u8], ended: bool) {
-    let body = if ended {
-        bytes.strip_suffix(b".\r\n").unwrap_or(bytes)
-    } else {
-        bytes
-    };
-    let failed = match w {
-        Ok(writer) => writer.write(body).err(),
-        Err(_) => None,
-    };
-    if let Some(e) = failed {
-        *w = Err(e);
     }
 }
 
