@@ -3,7 +3,9 @@
 //! byte for byte. DATA streams through in 64 KiB chunks (the `data` module); the client
 //! sees 250 only after the upstream said 250, the upstream's own 4xx/5xx when it refuses
 //! mid-message, and the proxy's 451 when it fails without one. The upstream connection is
-//! opened lazily (allow-listed clients) and reopened after a drop or a 421.
+//! opened lazily (allow-listed clients) and reopened after a drop or a 421. With
+//! `delivery = "queue"` the transaction is answered locally and stored (`queued`); with
+//! `"fallback"` it is relayed with a queue copy kept on a temporary failure (`fallback`).
 
 use std::sync::Arc;
 
