@@ -30,15 +30,12 @@ impl Delivery {
         }
     }
 
-    /// Parses a `delivery` value for `key`. `fallback` is refused until it is wired.
+    /// Parses a `delivery` value for `key`.
     pub(super) fn parse(key: &str, value: &str) -> Result<Delivery, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
             "relay" => Ok(Delivery::Relay),
             "queue" => Ok(Delivery::Queue),
-            "fallback" => Err(invalid(
-                key,
-                "\"fallback\" is not available yet; use \"relay\" or \"queue\"",
-            )),
+            "fallback" => Ok(Delivery::Fallback),
             _ => Err(invalid(
                 key,
                 format!("{value:?} is not one of \"relay\", \"queue\", \"fallback\""),

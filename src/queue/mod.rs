@@ -3,7 +3,8 @@
 //! rate-limiting. This module knows nothing of sessions or listeners; arrows point down
 //! into it.
 //!
-//! What is here (the foundation; nothing uses it until `[smtp] delivery` is wired):
+//! What is here (used by `[smtp] delivery = "queue" | "fallback"`: the session side is
+//! `session::smtp::{queued, fallback}` and `session::queue`):
 //! - [`store`]: the durable spool: `begin → write… → commit` (durable before 250), a
 //!   scan at start (orphans removed, damage moved to `corrupt/`), list / get / update /
 //!   remove, and the `ctl/` requests the `queue` commands leave for the server.

@@ -269,7 +269,8 @@ async fn verify<P: LoginPhase>(
     match rt.auth.verify_from(cx.host, creds).await {
         Verdict::Accepted(account) => {
             report.account = Some(account.id.clone());
-            if P::PROTOCOL == Protocol::Smtp && queues(rt, &creds.user) {
+            let delivery = smtp_delivery::<P>(rt, &creds.user);
+            if delivery == Some(Delivery::Queue) {
                 let done = LoggedIn::Queued(account);
                 return (LoginOutcome::Success { capabilities: None }, Some(done));
             }
@@ -281,6 +282,13 @@ async fn verify<P: LoginPhase>(
                     };
                     let done = LoggedIn::Upstream(account, Box::new(up), refill);
                     (LoginOutcome::Success { capabilities }, Some(done))
+                }
+                Err(e) if delivery == Some(Delivery::Fallback) && !e.is_rejection() => {
+                    // Fallback queues what the upstream cannot take right now: this
+                    // session's messages, since it cannot even log in.
+                    info!(account = %account.id, error = %e, "upstream unreachable at login; this fallback session queues");
+                    let done = LoggedIn::Queued(account);
+                    (LoginOutcome::Success { capabilities: None }, Some(done))
                 }
                 Err(e) => {
                     report.outcome = Outcome::UpstreamError;
@@ -324,12 +332,12 @@ async fn verify<P: LoginPhase>(
     }
 }
 
-/// Whether `user`'s messages go through the queue (its own `delivery`, else `[smtp]
-/// delivery`; generated users have none of their own).
-fn queues(rt: &Runtime, user: &str) -> bool {
+/// How an SMTP `user`'s messages are delivered (its own `delivery`, else `[smtp]
+/// delivery`; generated users have none of their own); `None` for IMAP and POP3.
+fn smtp_delivery<P: LoginPhase>(rt: &Runtime, user: &str) -> Option<Delivery> {
     let cfg = &rt.config;
     let u = cfg.users.iter().find(|u| u.name == user);
-    cfg.delivery_of(u) == Delivery::Queue
+    (P::PROTOCOL == Protocol::Smtp).then(|| cfg.delivery_of(u))
 }
 
 /// An allow-listed SMTP client starts a transaction without AUTH: it sends as the

@@ -137,14 +137,36 @@ pub async fn run<P: LoginPhase>(
                     finish_splice(&mut report, ended);
                 }
                 Upstream::Smtp(up) => {
-                    smtp::relay(&rt, client, buf, account, Some(up), &shutdown, &mut report).await;
+                    let up = Some(up);
+                    smtp::relay(&rt, client, buf, account, up, false, &shutdown, &mut report).await;
                 }
             },
             LoggedIn::Unauthenticated(account) => {
-                smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
+                let queued = rt.config.delivery_of(None) == crate::config::Delivery::Queue;
+                smtp::relay(
+                    &rt,
+                    client,
+                    buf,
+                    account,
+                    None,
+                    queued,
+                    &shutdown,
+                    &mut report,
+                )
+                .await;
             }
             LoggedIn::Queued(account) => {
-                smtp::relay(&rt, client, buf, account, None, &shutdown, &mut report).await;
+                smtp::relay(
+                    &rt,
+                    client,
+                    buf,
+                    account,
+                    None,
+                    true,
+                    &shutdown,
+                    &mut report,
+                )
+                .await;
             }
         }
     }

@@ -3,7 +3,9 @@
 //! byte for byte. DATA streams through in 64 KiB chunks (the `data` module); the client
 //! sees 250 only after the upstream said 250, the upstream's own 4xx/5xx when it refuses
 //! mid-message, and the proxy's 451 when it fails without one. The upstream connection is
-//! opened lazily (allow-listed clients) and reopened after a drop or a 421.
+//! opened lazily (allow-listed clients) and reopened after a drop or a 421. With
+//! `delivery = "queue"` the transaction is answered locally and stored (`queued`); with
+//! `"fallback"` it is relayed with a queue copy kept on a temporary failure (`fallback`).
 
 use std::sync::Arc;
 
@@ -27,7 +29,9 @@ use crate::upstream::UpstreamError;
 use super::stream::ClientStream;
 
 mod data;
+mod fallback;
 mod queued;
+mod sink;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
@@ -66,26 +70,34 @@ struct Relay<'a> {
     shutdown: &'a CancellationToken,
     /// `Some` in `delivery = "queue"`: the transaction is answered locally and stored.
     queue: Option<queued::Queued>,
+    /// `Some` in `delivery = "fallback"`: relayed, with a copy kept for the queue.
+    fallback: Option<fallback::Fallback>,
 }
 
-/// Runs the relay until QUIT, a timeout, or the client leaves.
+/// Runs the relay until QUIT, a timeout, or the client leaves. `queued`: the session
+/// answers transactions locally and stores them (`delivery = "queue"`, or `fallback`
+/// with the upstream unreachable at login).
+#[allow(clippy::too_many_arguments)]
 pub async fn relay(
     rt: &Runtime,
     client: ClientStream,
     buf: BytesMut,
     account: Arc<Account>,
     up: Option<SmtpUpstream>,
+    queued: bool,
     shutdown: &CancellationToken,
     report: &mut Report,
 ) {
     // The user's own delivery mode, else `[smtp] delivery` (also for allow-listed
-    // clients). A session with an upstream already logged in is a relay user.
+    // clients).
     let user = report
         .user
         .as_deref()
         .and_then(|n| rt.config.users.iter().find(|u| u.name == n));
-    let queue = (up.is_none() && rt.config.delivery_of(user) == Delivery::Queue)
-        .then(|| queued::Queued::new(rt.queue.get().cloned()));
+    let intake = || rt.queue.get().cloned();
+    let queue = queued.then(|| queued::Queued::new(intake()));
+    let fallback = (!queued && rt.config.delivery_of(user) == Delivery::Fallback)
+        .then(|| fallback::Fallback::new(intake()));
     let mut r = Relay {
         rt,
         client,
@@ -100,6 +112,7 @@ pub async fn relay(
         report,
         shutdown,
         queue,
+        fallback,
     };
     r.run().await;
 }
@@ -184,6 +197,9 @@ impl Relay<'_> {
                     match self.upstream_command(&cmd).await {
                         Some(r) => {
                             if r.is_positive() {
+                                if let Some(f) = self.fallback.as_mut() {
+                                    f.rcpt(arg);
+                                }
                                 self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
                                     Tx::Mail { sender } => Tx::Rcpt {
                                         sender,
@@ -265,6 +281,10 @@ impl Relay<'_> {
                 Some(r) => {
                     if r.is_positive() {
                         self.tx = Tx::Mail { sender: show(path) };
+                        let sent = String::from_utf8_lossy(sender).into_owned();
+                        if let Some(f) = self.fallback.as_mut() {
+                            f.mail(sent, path.is_empty());
+                        }
                     }
                     return self.pass_on(&r).await;
                 }

@@ -83,6 +83,9 @@ fn the_environment_sets_smtp_delivery() {
         &[("QQMAIL_SMTP_DELIVERY", "relay")],
     );
     assert_eq!(c.delivery_of(None), Delivery::Relay, "the variable wins");
+    let c = f.ok(&smtp_with(""), &[("QQMAIL_SMTP_DELIVERY", "fallback")]);
+    assert_eq!(c.delivery_of(None), Delivery::Fallback);
+    assert!(c.uses_queue());
 }
 
 #[test]
@@ -96,23 +99,9 @@ fn every_queue_mistake_names_the_key_and_the_fix() {
             vec!["[smtp] delivery", "\"relay\", \"queue\", \"fallback\""],
         ),
         (
-            smtp_with("delivery = \"fallback\""),
-            &[],
-            vec![
-                "[smtp] delivery",
-                "not available yet",
-                "use \"relay\" or \"queue\"",
-            ],
-        ),
-        (
             smtp_with(""),
             &[("QQMAIL_SMTP_DELIVERY", "store")],
             vec!["[smtp] delivery", "\"relay\", \"queue\""],
-        ),
-        (
-            user_with("delivery = \"fallback\""),
-            &[],
-            vec!["[[user]] #1 delivery", "not available yet"],
         ),
         (
             user_with("delivery = \"x\""),

@@ -21,13 +21,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
+pub(super) use super::sink::{store_chunk, Sink, Streamed};
 use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
 use crate::proto::smtp::header::{self, HeaderCollector, Headers};
-use crate::queue::store::{StoreError, Writer};
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -55,37 +55,6 @@ pub(super) enum Interrupt {
     /// A write did not finish within the upstream timeout.
     #[error("a write to the upstream timed out")]
     TimedOut,
-}
-
-/// Where the message's bytes go.
-pub(super) enum Sink {
-    /// The upstream (`Relay::up`), as they come.
-    Upstream,
-    /// A queue writer; an `Err` once the store failed (the rest is read and dropped,
-    /// and the client is told 452 4.3.1).
-    Store(Box<Result<Writer, StoreError>>),
-}
-
-impl Sink {
-    /// The reply when the message is lost without a better one.
-    fn lost_reply(&self) -> &'static str {
-        match self {
-            Sink::Upstream => reply::DATA_LOST,
-            Sink::Store(_) => super::queued::STORE_FAULT,
-        }
-    }
-}
-
-/// A message read to its end.
-pub(super) struct Streamed {
-    /// The proxy refused it.
-    pub refused: Option<Refusal>,
-    /// The upstream interrupted it.
-    pub interrupted: Option<(Interrupt, Option<Reply>)>,
-    /// Bytes read from the client, terminator included.
-    pub size: usize,
-    /// Where it went.
-    pub sink: Sink,
 }
 
 /// Why the proxy itself refuses a message, whatever the upstream would say.
@@ -134,7 +103,17 @@ impl Relay<'_> {
         if !self.send(&r.raw).await {
             return false;
         }
-        match self.stream_message(Sink::Upstream).await {
+        let sink = match self.fallback_writer() {
+            Some(w) => Sink::Both(Box::new(w)),
+            None => Sink::Upstream,
+        };
+        match self.stream_message(sink).await {
+            Ok(Streamed {
+                refused: None,
+                interrupted,
+                size,
+                sink: Sink::Both(w),
+            }) if w.is_ok() => self.fallback_end(interrupted, size, *w).await,
             Ok(m) => self.end_of_data(m.refused, m.interrupted, m.size).await,
             Err(keep_going) => keep_going,
         }
@@ -203,6 +182,15 @@ impl Relay<'_> {
                     }
                 }
                 (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
+                (Some(bytes), Sink::Both(w)) => {
+                    store_chunk(w, &bytes, ended);
+                    if self.up.is_some() {
+                        if let Err(why) = self.forward_upstream(&bytes).await {
+                            let salvaged = self.salvage().await;
+                            interrupted = Some((why, salvaged));
+                        }
+                    }
+                }
                 _ => {}
             }
             if ended {
@@ -222,6 +210,7 @@ impl Relay<'_> {
         match sink {
             Sink::Upstream => self.up.is_none(),
             Sink::Store(w) => w.is_err() || refused.is_some(),
+            Sink::Both(w) => refused.is_some() || (self.up.is_none() && w.is_err()),
         }
     }
 
@@ -282,7 +271,7 @@ impl Relay<'_> {
 
     /// After the end of data: the proxy's own refusal, the upstream's early reply, or the
     /// upstream's verdict on the whole message.
-    async fn end_of_data(
+    pub(super) async fn end_of_data(
         &mut self,
         refused: Option<Refusal>,
         interrupted: Option<(Interrupt, Option<Reply>)>,
@@ -318,38 +307,19 @@ impl Relay<'_> {
         self.upstream_verdict(&sender, recipients, size).await
     }
 
-    /// Reads and passes on the upstream's reply to the end of data.
-    async fn upstream_verdict(&mut self, sender: &str, recipients: usize, size: usize) -> bool {
+    /// The upstream's reply to the end of data (`Err(None)`: no upstream).
+    pub(super) async fn read_verdict(&mut self) -> Result<Reply, Option<ReplyError>> {
         let data_timeout = self.rt.config.limits.upstream_data_timeout;
-        let verdict = match self.up.as_mut() {
+        match self.up.as_mut() {
             None => Err(None),
             Some(up) => read_reply(&mut up.conn, data_timeout).await.map_err(Some),
-        };
-        match verdict {
-            Ok(r) => {
-                let accepted = r.code == 250;
-                if accepted {
-                    self.report.messages += 1;
-                    self.rt.metrics.message_relayed();
-                }
-                info!(
-                    from = %sender,
-                    recipients,
-                    size,
-                    reply = %show(&r.raw),
-                    "message {}",
-                    if accepted { "relayed" } else { "refused by upstream" }
-                );
-                if !(200..300).contains(&r.code) {
-                    // The refusal may have been sent early, before the end of the
-                    // message, by a server that then reads the rest as commands and
-                    // answers them: its later replies would be out of step with ours.
-                    // A fresh connection costs one login; a stale reply could be a 250
-                    // for the next message.
-                    self.up = None;
-                }
-                self.pass_on(&r).await
-            }
+        }
+    }
+
+    /// Reads and passes on the upstream's reply to the end of data.
+    async fn upstream_verdict(&mut self, sender: &str, recipients: usize, size: usize) -> bool {
+        match self.read_verdict().await {
+            Ok(r) => self.pass_verdict(sender, recipients, size, &r).await,
             Err(e) => {
                 self.up = None;
                 let timed_out = matches!(e, Some(ReplyError::Line(LineError::Timeout)));
@@ -362,6 +332,38 @@ impl Relay<'_> {
                 self.send(text.as_bytes()).await
             }
         }
+    }
+
+    /// Passes the upstream's verdict on the whole message to the client, counting and
+    /// logging it.
+    pub(super) async fn pass_verdict(
+        &mut self,
+        sender: &str,
+        recipients: usize,
+        size: usize,
+        r: &Reply,
+    ) -> bool {
+        let accepted = r.code == 250;
+        if accepted {
+            self.report.messages += 1;
+            self.rt.metrics.message_relayed();
+        }
+        info!(
+            from = %sender,
+            recipients,
+            size,
+            reply = %show(&r.raw),
+            "message {}",
+            if accepted { "relayed" } else { "refused by upstream" }
+        );
+        if !(200..300).contains(&r.code) {
+            // The refusal may have been sent early, before the end of the message, by a
+            // server that then reads the rest as commands and answers them: its later
+            // replies would be out of step with ours. A fresh connection costs one
+            // login; a stale reply could be a 250 for the next message.
+            self.up = None;
+        }
+        self.pass_on(r).await
     }
 
     async fn forward_upstream(&mut self, bytes: &[u8]) -> Result<(), Interrupt> {
@@ -380,23 +382,6 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
-    }
-}
-
-/// Writes a chunk into the queue writer (unless it already failed; the failure then
-/// replaces it). The store keeps the body without the final `.` line (see `queue`).
-fn store_chunk(w: &mut Result<Writer, StoreError>, bytes: &[u8], ended: bool) {
-    let body = if ended {
-        bytes.strip_suffix(b".\r\n").unwrap_or(bytes)
-    } else {
-        bytes
-    };
-    let failed = match w {
-        Ok(writer) => writer.write(body).err(),
-        Err(_) => None,
-    };
-    if let Some(e) = failed {
-        *w = Err(e);
     }
 }
 

@@ -13,7 +13,7 @@ use super::{Relay, Tx};
 use crate::config::RewriteSender;
 use crate::net::show;
 use crate::queue::deliver::Intake;
-use crate::queue::store::{NewMessage, StoreError};
+use crate::queue::store::{NewMessage, StoreError, Writer};
 
 /// The reply to any store fault (disk full, read-only, over `max_size`): RFC 3463's
 /// "mail system full", temporary, so the client keeps the message and tries again.
@@ -52,7 +52,7 @@ impl Queued {
 }
 
 /// The address inside `<...>` of a MAIL or RCPT argument; `None` without brackets.
-fn address(arg: &[u8]) -> Option<&[u8]> {
+pub(super) fn address(arg: &[u8]) -> Option<&[u8]> {
     let arg = arg.strip_prefix(b"<")?;
     let end = arg.iter().position(|&b| b == b'>')?;
     Some(&arg[..end])
@@ -175,10 +175,36 @@ impl Relay<'_> {
         }
         let writer = match m.sink {
             Sink::Store(w) => *w,
-            Sink::Upstream => return self.send(STORE_FAULT.as_bytes()).await,
+            _ => return self.send(STORE_FAULT.as_bytes()).await,
         };
+        let intake = self.queue.as_ref().and_then(|q| q.intake.clone());
+        self.commit_queued(writer, &sender, size, false, intake)
+            .await
+    }
+
+    /// Makes the message durable and answers `250 2.0.0 Ok: queued as ID` (then wakes
+    /// the account's worker), or 452 4.3.1 if the store fails. `dup`: the upstream may
+    /// already have it (no reply to the final dot), so its retry is flagged.
+    pub(super) async fn commit_queued(
+        &mut self,
+        writer: Result<Writer, StoreError>,
+        sender: &str,
+        size: usize,
+        dup: bool,
+        intake: Option<Intake>,
+    ) -> bool {
+        let store = intake.as_ref().map(|i| i.store.clone());
         let committed = match writer {
-            Ok(w) => match tokio::task::spawn_blocking(move || w.commit()).await {
+            Ok(w) => match tokio::task::spawn_blocking(move || {
+                let mut env = w.commit()?;
+                if let (true, Some(store)) = (dup, store) {
+                    env.possibly_duplicated = true;
+                    store.update(&env)?;
+                }
+                Ok(env)
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => Err(StoreError::io(
                     "commit",
@@ -193,7 +219,7 @@ impl Relay<'_> {
                 self.report.messages += 1;
                 info!(from = %sender, size, id = %env.id, recipients = env.recipients.len(), "message queued");
                 let text = format!("250 2.0.0 Ok: queued as {}\r\n", env.id);
-                if let Some(i) = self.queue.as_ref().and_then(|q| q.intake.as_ref()) {
+                if let Some(i) = &intake {
                     i.waker.wake(&self.account.id);
                 }
                 self.send(text.as_bytes()).await
@@ -209,6 +235,9 @@ impl Relay<'_> {
     pub(super) fn queued_reset(&mut self) {
         if let Some(q) = self.queue.as_mut() {
             q.env = Envelope::default();
+        }
+        if let Some(f) = self.fallback.as_mut() {
+            f.reset();
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod crash;
 mod disk_full;
+mod fallback;
 mod outcomes;
 mod serve;
 mod session;

@@ -1,0 +1,88 @@
+//! `delivery = "fallback"`: relayed as today, with a copy that is queued only when the
+//! upstream fails temporarily. A drop mid-DATA gives `250 queued`, and the message is
+//! delivered once when the upstream works again; a message the upstream takes gets the
+//! upstream's own 250 and leaves nothing in the queue.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use qqmail_proxy::queue::store::Store;
+
+use crate::smtp::{dot_stuff, recorded_form, sample_message, Client, PASSWORD, RCPT, USER, WAIT};
+use crate::support::ca::TestCa;
+use crate::support::config::{toml_str, Account, ConfigBuilder};
+use crate::support::proxy::Proxy;
+use crate::support::smtp::{FakeSmtp, Fault, SmtpOptions};
+
+/// Binds `addr` again once the previous fake's listener is gone (its task is aborted
+/// on drop, and the socket closes when the runtime drops the task).
+async fn rebind(addr: SocketAddr) -> std::net::TcpListener {
+    for _ in 0..500 {
+        if let Ok(l) = std::net::TcpListener::bind(addr) {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{addr} stayed bound");
+}
+
+async fn send(proxy: &Proxy, text: &[u8]) -> String {
+    let mut c = Client::connect(proxy.smtp_addr()).await;
+    c.ehlo().await;
+    let r = c.auth_plain(USER, PASSWORD).await;
+    assert!(r.starts_with("235 "), "AUTH: {r}");
+    let r = c.send_message(&[RCPT], &dot_stuff(text)).await;
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    r
+}
+
+#[tokio::test]
+async fn a_drop_mid_data_is_queued_and_delivered_once() {
+    let ca = TestCa::new("it-fallback CA");
+    let spool = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dropping = SmtpOptions::implicit(&ca).fault(Fault::DropMidData { after_bytes: 64 });
+    let flaky = FakeSmtp::start_on(listener, dropping);
+    let builder = ConfigBuilder::new(&ca)
+        .account(Account::new("main").smtp(addr.to_string()))
+        .user(USER, PASSWORD, "main")
+        .smtp("optional")
+        .section_line("smtp", "delivery = \"fallback\"")
+        .local_cert_from(&ca)
+        .limit("lockout_failures", "100")
+        .extra(&format!(
+            "\n[queue]\ndir = {}\nretry_min = \"1s\"\n",
+            toml_str(&spool.path().display().to_string())
+        ));
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let text = sample_message("the upstream drops this one");
+    let r = send(&proxy, &text).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    proxy
+        .wait_for_log("fallback queues the message", WAIT)
+        .await;
+    drop(flaky);
+    let fake = FakeSmtp::start_on(rebind(addr).await, SmtpOptions::implicit(&ca));
+    let got = fake.wait_messages(1, WAIT).await;
+    assert!(
+        got[0].data == recorded_form(&text),
+        "byte-identical: {:?}",
+        got[0]
+    );
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    // The upstream works: its own 250 reaches the client, and no copy is kept.
+    let other = sample_message("relayed at once");
+    let r = send(&proxy, &other).await;
+    assert!(
+        r.starts_with("250 OK") && !r.starts_with("250 2.0.0 Ok: queued"),
+        "{r}"
+    );
+    let got = fake.wait_messages(2, WAIT).await;
+    assert!(got[1].data == recorded_form(&other));
+    assert!(proxy.terminate().await.success());
+    assert_eq!(fake.messages().len(), 2, "each delivered once");
+    let left = Store::open_existing(spool.path()).unwrap().list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    proxy.assert_no_secret(&[crate::support::smtp::DEFAULT_CODE, PASSWORD]);
+}
