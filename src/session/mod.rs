@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::config::Delivery;
 use crate::host::Host;
 use crate::proto::{LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
@@ -137,32 +138,48 @@ pub async fn run<P: LoginPhase>(
                     finish_splice(&mut report, ended);
                 }
                 Upstream::Smtp(up) => {
+                    // Relay, or fallback (a queue login never reaches the upstream here).
+                    let delivery = match delivery_of(&rt, &report) {
+                        Delivery::Fallback => Delivery::Fallback,
+                        _ => Delivery::Relay,
+                    };
                     let up = Some(up);
-                    smtp::relay(&rt, client, buf, account, up, false, &shutdown, &mut report).await;
+                    smtp::relay(
+                        &rt,
+                        client,
+                        buf,
+                        account,
+                        up,
+                        delivery,
+                        &shutdown,
+                        &mut report,
+                    )
+                    .await;
                 }
             },
             LoggedIn::Unauthenticated(account) => {
-                let queued = rt.config.delivery_of(None) == crate::config::Delivery::Queue;
+                let delivery = rt.config.delivery_of(None);
                 smtp::relay(
                     &rt,
                     client,
                     buf,
                     account,
                     None,
-                    queued,
+                    delivery,
                     &shutdown,
                     &mut report,
                 )
                 .await;
             }
             LoggedIn::Queued(account) => {
+                let delivery = Delivery::Queue;
                 smtp::relay(
                     &rt,
                     client,
                     buf,
                     account,
                     None,
-                    true,
+                    delivery,
                     &shutdown,
                     &mut report,
                 )
@@ -189,6 +206,16 @@ pub async fn run<P: LoginPhase>(
         "session end"
     );
     report
+}
+
+/// The delivery mode of the session's local user (`[[user]] delivery`, else `[smtp]
+/// delivery`).
+fn delivery_of(rt: &Runtime, report: &Report) -> Delivery {
+    let user = report
+        .user
+        .as_deref()
+        .and_then(|n| rt.config.users.iter().find(|u| u.name == n));
+    rt.config.delivery_of(user)
 }
 
 fn finish_splice(report: &mut Report, (end, moved): (relay::SpliceEnd, relay::Moved)) {

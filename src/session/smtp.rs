@@ -68,15 +68,42 @@ struct Relay<'a> {
     _refill: Refill,
     report: &'a mut Report,
     shutdown: &'a CancellationToken,
-    /// `Some` in `delivery = "queue"`: the transaction is answered locally and stored.
-    queue: Option<queued::Queued>,
-    /// `Some` in `delivery = "fallback"`: relayed, with a copy kept for the queue.
-    fallback: Option<fallback::Fallback>,
+    /// How messages are handed on.
+    mode: Mode,
 }
 
-/// Runs the relay until QUIT, a timeout, or the client leaves. `queued`: the session
-/// answers transactions locally and stores them (`delivery = "queue"`, or `fallback`
-/// with the upstream unreachable at login).
+/// How a session hands its messages on (`[smtp] delivery`, `[[user]] delivery`).
+enum Mode {
+    /// Relayed; the client gets the upstream's verdict.
+    Relay,
+    /// `queue`: the transaction is answered locally and stored.
+    Queue(queued::Queued),
+    /// `fallback`: relayed, with a copy kept for the queue on a temporary failure.
+    Fallback(fallback::Fallback),
+}
+
+impl Mode {
+    fn queue(&mut self) -> Option<&mut queued::Queued> {
+        match self {
+            Mode::Queue(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    fn fallback(&mut self) -> Option<&mut fallback::Fallback> {
+        match self {
+            Mode::Fallback(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn is_queue(&self) -> bool {
+        matches!(self, Mode::Queue(_))
+    }
+}
+
+/// Runs the relay until QUIT, a timeout, or the client leaves, handing messages on as
+/// `delivery` says (`Queue` also for a `fallback` login whose upstream was unreachable).
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     rt: &Runtime,
@@ -84,20 +111,16 @@ pub async fn relay(
     buf: BytesMut,
     account: Arc<Account>,
     up: Option<SmtpUpstream>,
-    queued: bool,
+    delivery: Delivery,
     shutdown: &CancellationToken,
     report: &mut Report,
 ) {
-    // The user's own delivery mode, else `[smtp] delivery` (also for allow-listed
-    // clients).
-    let user = report
-        .user
-        .as_deref()
-        .and_then(|n| rt.config.users.iter().find(|u| u.name == n));
     let intake = || rt.queue.get().cloned();
-    let queue = queued.then(|| queued::Queued::new(intake()));
-    let fallback = (!queued && rt.config.delivery_of(user) == Delivery::Fallback)
-        .then(|| fallback::Fallback::new(intake()));
+    let mode = match delivery {
+        Delivery::Relay => Mode::Relay,
+        Delivery::Queue => Mode::Queue(queued::Queued::new(intake())),
+        Delivery::Fallback => Mode::Fallback(fallback::Fallback::new(intake())),
+    };
     let mut r = Relay {
         rt,
         client,
@@ -111,8 +134,7 @@ pub async fn relay(
         _refill: Refill::none(),
         report,
         shutdown,
-        queue,
-        fallback,
+        mode,
     };
     r.run().await;
 }
@@ -182,14 +204,14 @@ impl Relay<'_> {
                 if self.tx != Tx::Idle {
                     return self.error(reply::NESTED_MAIL).await;
                 }
-                if self.queue.is_some() {
+                if self.mode.is_queue() {
                     return self.queued_mail(path, params).await;
                 }
                 self.mail(path, params).await
             }
             Command::Rcpt { arg } => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
-                _ if self.queue.is_some() => self.queued_rcpt(arg).await,
+                _ if self.mode.is_queue() => self.queued_rcpt(arg).await,
                 _ => {
                     let mut cmd = b"RCPT TO:".to_vec();
                     cmd.extend_from_slice(arg);
@@ -197,7 +219,7 @@ impl Relay<'_> {
                     match self.upstream_command(&cmd).await {
                         Some(r) => {
                             if r.is_positive() {
-                                if let Some(f) = self.fallback.as_mut() {
+                                if let Some(f) = self.mode.fallback() {
                                     f.rcpt(arg);
                                 }
                                 self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
@@ -221,7 +243,7 @@ impl Relay<'_> {
             Command::Data => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
                 Tx::Mail { .. } => self.error(reply::NEED_RCPT).await,
-                Tx::Rcpt { .. } if self.queue.is_some() => self.queued_data().await,
+                Tx::Rcpt { .. } if self.mode.is_queue() => self.queued_data().await,
                 Tx::Rcpt { .. } => self.data().await,
             },
             Command::Rset => {
@@ -282,7 +304,7 @@ impl Relay<'_> {
                     if r.is_positive() {
                         self.tx = Tx::Mail { sender: show(path) };
                         let sent = String::from_utf8_lossy(sender).into_owned();
-                        if let Some(f) = self.fallback.as_mut() {
+                        if let Some(f) = self.mode.fallback() {
                             f.mail(sent, path.is_empty());
                         }
                     }

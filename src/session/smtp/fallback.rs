@@ -74,7 +74,7 @@ impl Relay<'_> {
     /// The writer for this message's copy, when in fallback mode; a store that cannot
     /// take it only costs the safety net (logged), never the relay.
     pub(super) fn fallback_writer(&mut self) -> Option<Result<Writer, StoreError>> {
-        let f = self.fallback.as_mut()?;
+        let f = self.mode.fallback()?;
         let intake = f.intake.as_ref()?;
         let msg = NewMessage {
             account: self.account.id.clone(),
@@ -148,7 +148,7 @@ impl Relay<'_> {
             Tx::Idle => String::new(),
         };
         info!(from = %sender, size, reason, "upstream failed temporarily; fallback queues the message");
-        let intake = self.fallback.as_ref().and_then(|f| f.intake.clone());
+        let intake = self.mode.fallback().and_then(|f| f.intake.clone());
         self.commit_queued(copy, &sender, size, dup, intake).await
     }
 }

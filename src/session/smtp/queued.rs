@@ -79,7 +79,7 @@ impl Relay<'_> {
             Some(RewriteSender::Off) => String::from_utf8_lossy(path).into_owned(),
             _ => email,
         };
-        let Some(q) = self.queue.as_mut() else {
+        let Some(q) = self.mode.queue() else {
             return false;
         };
         let room = match &q.intake {
@@ -111,7 +111,7 @@ impl Relay<'_> {
                 .await;
         };
         let addr = String::from_utf8_lossy(addr).into_owned();
-        let Some(q) = self.queue.as_mut() else {
+        let Some(q) = self.mode.queue() else {
             return false;
         };
         if q.env.recipients.len() >= MAX_RECIPIENTS {
@@ -128,7 +128,7 @@ impl Relay<'_> {
 
     /// DATA in queue mode: into a writer, then durable, then 250 and a wake-up.
     pub(super) async fn queued_data(&mut self) -> bool {
-        let Some(q) = self.queue.as_mut() else {
+        let Some(q) = self.mode.queue() else {
             return false;
         };
         let env = std::mem::take(&mut q.env);
@@ -177,7 +177,7 @@ impl Relay<'_> {
             Sink::Store(w) => *w,
             _ => return self.send(STORE_FAULT.as_bytes()).await,
         };
-        let intake = self.queue.as_ref().and_then(|q| q.intake.clone());
+        let intake = self.mode.queue().and_then(|q| q.intake.clone());
         self.commit_queued(writer, &sender, size, false, intake)
             .await
     }
@@ -233,10 +233,10 @@ impl Relay<'_> {
 
     /// RSET, HELO or EHLO in queue mode: forget the envelope.
     pub(super) fn queued_reset(&mut self) {
-        if let Some(q) = self.queue.as_mut() {
+        if let Some(q) = self.mode.queue() {
             q.env = Envelope::default();
         }
-        if let Some(f) = self.fallback.as_mut() {
+        if let Some(f) = self.mode.fallback() {
             f.reset();
         }
     }
