@@ -279,6 +279,13 @@ impl Relay<'_> {
         for attempt in 0..2 {
             let fresh = match self.ensure_upstream().await {
                 Ok(fresh) => fresh,
+                Err(e) if !e.is_rejection() && matches!(self.mode, Mode::Fallback(_)) => {
+                    // The upstream cannot be reached now: a temporary failure, so in
+                    // fallback mode this session's mail goes into the queue (issue 12).
+                    warn!(error = %e, "upstream unavailable at MAIL: fallback queues this session's mail");
+                    self.mode = Mode::Queue(queued::Queued::new(self.rt.queue.get().cloned()));
+                    return self.queued_mail(path, params).await;
+                }
                 Err(e) => {
                     let text = if e.is_rejection() {
                         "451 4.7.0 upstream rejected the stored authorization code; message not sent\r\n"

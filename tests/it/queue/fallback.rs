@@ -86,3 +86,48 @@ async fn a_drop_mid_data_is_queued_and_delivered_once() {
     assert!(left.is_empty(), "{left:?}");
     proxy.assert_no_secret(&[crate::support::smtp::DEFAULT_CODE, PASSWORD]);
 }
+
+/// An allow-listed device in `fallback` mode whose upstream cannot be reached when it
+/// says MAIL: a temporary failure, so the message is queued (`250 queued`) instead of
+/// refused with 451, and delivered once the upstream is back.
+#[tokio::test]
+async fn upstream_down_at_mail_is_queued_and_delivered_once() {
+    let ca = TestCa::new("it-fallback-down CA");
+    let spool = tempfile::tempdir().unwrap();
+    // A port with nothing behind it until the fake starts there.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let builder = ConfigBuilder::new(&ca)
+        .account(Account::new("main").smtp(addr.to_string()))
+        .user(USER, PASSWORD, "main")
+        .smtp("off")
+        .allow_unauthenticated(&["127.0.0.1/32"], "main")
+        .section_line("smtp", "delivery = \"fallback\"")
+        .extra(&format!(
+            "\n[queue]\ndir = {}\nretry_min = \"1s\"\n",
+            toml_str(&spool.path().display().to_string())
+        ));
+    let proxy = Proxy::start_built(&builder, &[]).await;
+    let text = sample_message("scanned while QQ was down");
+    let mut c = Client::connect(proxy.smtp_addr()).await;
+    c.ehlo().await;
+    let r = c.send_message(&[RCPT], &dot_stuff(&text)).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    proxy
+        .wait_for_log("fallback queues this session's mail", WAIT)
+        .await;
+    let fake = FakeSmtp::start_on(rebind(addr).await, SmtpOptions::implicit(&ca));
+    let got = fake.wait_messages(1, WAIT).await;
+    assert!(
+        got[0].data == recorded_form(&text),
+        "byte-identical: {:?}",
+        got[0]
+    );
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    assert!(proxy.terminate().await.success());
+    assert_eq!(fake.messages().len(), 1, "delivered once");
+    proxy.assert_no_secret(&[crate::support::smtp::DEFAULT_CODE, PASSWORD]);
+}
