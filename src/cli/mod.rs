@@ -1,5 +1,5 @@
 //! The command line (clap): `serve`, `init`, `hash-password`, `reset-password`,
-//! `check-config`, `check`, `send-test`, `providers`, `healthcheck`. The only place
+//! `check-config`, `check`, `send-test`, `providers`, `healthcheck`, `queue`. The only place
 //! where errors become `anyhow` and reach the user as text.
 
 use std::io::Read;
@@ -13,6 +13,7 @@ use crate::secrets::Secret;
 
 mod check;
 mod init;
+mod queue;
 mod serve;
 
 /// Command-line arguments.
@@ -28,7 +29,8 @@ mod serve;
         qqmail-proxy serve --config config/qqmail-proxy.toml\n  \
         echo -n 'printer password' | qqmail-proxy hash-password\n  \
         qqmail-proxy check --config config/qqmail-proxy.toml\n  \
-        qqmail-proxy send-test --to someone@example.com"
+        qqmail-proxy send-test --to someone@example.com\n  \
+        qqmail-proxy queue list"
 )]
 pub struct Cli {
     /// Config file (TOML). Without one, QQMAIL_* environment variables configure a single account.
@@ -95,6 +97,12 @@ pub enum Command {
     Providers,
     /// Exit 0 when the running proxy answers (for container health checks).
     Healthcheck,
+    /// Inspect the store-and-forward queue, or ask the running server to retry or delete.
+    Queue {
+        /// What to do.
+        #[command(subcommand)]
+        action: queue::QueueCommand,
+    },
 }
 
 fn load(path: Option<&Path>) -> Result<Config> {
@@ -151,6 +159,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Healthcheck => check::healthcheck(&load(path)?),
+        Command::Queue { action } => queue::run(&load(path)?, action),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The queue's store against real failures, through the library API: the process killed
 //! with SIGKILL mid-write, and a filesystem that runs out of space.
 
+mod commands;
 mod crash;
 mod disk_full;
 mod fallback;
