@@ -19,6 +19,7 @@ use crate::host::Host;
 use crate::proto::{LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
 use crate::upstream;
+use crate::upstream::pool::Refill;
 
 mod connect;
 mod early_end;
@@ -126,9 +127,10 @@ pub async fn run<P: LoginPhase>(
     let logged_in = login_phase(&cx, client, &mut buf, &mut phase, &mut report).await;
     if let Some((client, done)) = logged_in {
         let limits = &rt.config.limits;
-        match done {
-            // `_refill` lives until the relay is over (or SETTLE has passed).
-            LoggedIn::Upstream(account, up, _refill) => match *up {
+        // The SMTP sessions' account, upstream and delivery mode; IMAP and POP3 splice.
+        // `_refill` lives until the relay is over (or SETTLE has passed).
+        let (account, up, delivery, _refill) = match done {
+            LoggedIn::Upstream(account, up, refill) => match *up {
                 Upstream::Imap(upstream::imap::ImapUpstream { conn, .. })
                 | Upstream::Pop3(upstream::pop3::Pop3Upstream { conn }) => {
                     let (stream, leftover) = conn.into_parts();
@@ -136,57 +138,44 @@ pub async fn run<P: LoginPhase>(
                         relay::splice(client, buf, stream, leftover, limits.idle_timeout, shutdown)
                             .await;
                     finish_splice(&mut report, ended);
+                    return end(&rt, protocol, started, report, slot);
                 }
-                Upstream::Smtp(up) => {
-                    // Relay, or fallback (a queue login never reaches the upstream here).
-                    let delivery = match delivery_of(&rt, &report) {
-                        Delivery::Fallback => Delivery::Fallback,
-                        _ => Delivery::Relay,
-                    };
-                    let up = Some(up);
-                    smtp::relay(
-                        &rt,
-                        client,
-                        buf,
-                        account,
-                        up,
-                        delivery,
-                        &shutdown,
-                        &mut report,
-                    )
-                    .await;
-                }
+                // Relay, or fallback (a queue login never reaches the upstream here).
+                Upstream::Smtp(up) => match delivery_of(&rt, &report) {
+                    Delivery::Fallback => (account, Some(up), Delivery::Fallback, refill),
+                    _ => (account, Some(up), Delivery::Relay, refill),
+                },
             },
             LoggedIn::Unauthenticated(account) => {
                 let delivery = rt.config.delivery_of(None);
-                smtp::relay(
-                    &rt,
-                    client,
-                    buf,
-                    account,
-                    None,
-                    delivery,
-                    &shutdown,
-                    &mut report,
-                )
-                .await;
+                (account, None, delivery, Refill::none())
             }
-            LoggedIn::Queued(account) => {
-                let delivery = Delivery::Queue;
-                smtp::relay(
-                    &rt,
-                    client,
-                    buf,
-                    account,
-                    None,
-                    delivery,
-                    &shutdown,
-                    &mut report,
-                )
-                .await;
-            }
-        }
+            LoggedIn::Queued(account) => (account, None, Delivery::Queue, Refill::none()),
+        };
+        smtp::relay(
+            &rt,
+            client,
+            buf,
+            account,
+            up,
+            delivery,
+            &shutdown,
+            &mut report,
+        )
+        .await;
     }
+    end(&rt, protocol, started, report, slot)
+}
+
+/// Counts the session's end, frees its slot, then logs it (so whoever sees the line may
+/// connect again at once).
+fn end(
+    rt: &Runtime,
+    protocol: Protocol,
+    started: Instant,
+    report: Report,
+    slot: impl Seat,
+) -> Report {
     rt.metrics.session_ended(
         protocol,
         report.outcome.label(),
