@@ -34,10 +34,7 @@ async fn list_show_delete_and_retry_while_serving() {
     let ca = TestCa::new("it-queue-cli CA");
     let spool = tempfile::tempdir().unwrap();
     // A port with nothing listening: the upstream is down.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = super::unused_port();
     // The default retry_min: after the failed attempt only `queue retry` brings it back soon.
     let b = ConfigBuilder::new(&ca)
         .account(Account::new("main").smtp(addr.to_string()))

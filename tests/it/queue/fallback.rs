@@ -26,6 +26,20 @@ async fn rebind(addr: SocketAddr) -> std::net::TcpListener {
     panic!("{addr} stayed bound");
 }
 
+/// Starts the upstream at `addr` again and waits until the queued `text` reached it,
+/// byte-identical, and the proxy logged the delivery.
+async fn delivered_when_up(proxy: &Proxy, ca: &TestCa, addr: SocketAddr, text: &[u8]) -> FakeSmtp {
+    let fake = FakeSmtp::start_on(rebind(addr).await, SmtpOptions::implicit(ca));
+    let got = fake.wait_messages(1, WAIT).await;
+    assert!(
+        got[0].data == recorded_form(text),
+        "byte-identical: {:?}",
+        got[0]
+    );
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    fake
+}
+
 async fn send(proxy: &Proxy, text: &[u8]) -> String {
     let mut c = Client::connect(proxy.smtp_addr()).await;
     c.ehlo().await;
@@ -63,14 +77,7 @@ async fn a_drop_mid_data_is_queued_and_delivered_once() {
         .wait_for_log("fallback queues the message", WAIT)
         .await;
     drop(flaky);
-    let fake = FakeSmtp::start_on(rebind(addr).await, SmtpOptions::implicit(&ca));
-    let got = fake.wait_messages(1, WAIT).await;
-    assert!(
-        got[0].data == recorded_form(&text),
-        "byte-identical: {:?}",
-        got[0]
-    );
-    proxy.wait_for_log("queue: delivered", WAIT).await;
+    let fake = delivered_when_up(&proxy, &ca, addr, &text).await;
     // The upstream works: its own 250 reaches the client, and no copy is kept.
     let other = sample_message("relayed at once");
     let r = send(&proxy, &other).await;
@@ -95,10 +102,7 @@ async fn upstream_down_at_mail_is_queued_and_delivered_once() {
     let ca = TestCa::new("it-fallback-down CA");
     let spool = tempfile::tempdir().unwrap();
     // A port with nothing behind it until the fake starts there.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = super::unused_port();
     let builder = ConfigBuilder::new(&ca)
         .account(Account::new("main").smtp(addr.to_string()))
         .user(USER, PASSWORD, "main")
@@ -119,14 +123,7 @@ async fn upstream_down_at_mail_is_queued_and_delivered_once() {
     proxy
         .wait_for_log("fallback queues this session's mail", WAIT)
         .await;
-    let fake = FakeSmtp::start_on(rebind(addr).await, SmtpOptions::implicit(&ca));
-    let got = fake.wait_messages(1, WAIT).await;
-    assert!(
-        got[0].data == recorded_form(&text),
-        "byte-identical: {:?}",
-        got[0]
-    );
-    proxy.wait_for_log("queue: delivered", WAIT).await;
+    let fake = delivered_when_up(&proxy, &ca, addr, &text).await;
     assert!(proxy.terminate().await.success());
     assert_eq!(fake.messages().len(), 1, "delivered once");
     proxy.assert_no_secret(&[crate::support::smtp::DEFAULT_CODE, PASSWORD]);

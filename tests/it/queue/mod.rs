@@ -12,6 +12,14 @@ mod session;
 use qqmail_proxy::queue::store::{Envelope, NewMessage, Store};
 use sha2::Digest;
 
+/// A loopback port with nothing listening on it (the upstream is down until a fake is
+/// started there).
+fn unused_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
 /// Lower-case hex SHA-256.
 fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes)

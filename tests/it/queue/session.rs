@@ -44,10 +44,7 @@ async fn upstream_down_then_up_queued_then_delivered_once() {
     let ca = TestCa::new("it-queue CA");
     let spool = tempfile::tempdir().unwrap();
     // A port with nothing listening: the upstream is down.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = super::unused_port();
     let (proxy, _builder) = start(&ca, addr.to_string(), &queue_section(spool.path(), "")).await;
     // The login is local: it works with the upstream down.
     let mut c = logged_in(&proxy).await;
