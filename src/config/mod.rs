@@ -290,21 +290,26 @@ pub const DEFAULT_POP3_LISTEN: &str = "127.0.0.1:1110";
 impl Config {
     /// Loads `path` (if any), applies `QQMAIL_*` variables from `env`, and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let mut legacy = None;
         let mut raw = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.to_path_buf(),
                     source,
                 })?;
-                parse(&text).map_err(|message| ConfigError::Parse {
+                let mut raw = parse(&text).map_err(|message| ConfigError::Parse {
                     path: p.to_path_buf(),
                     message,
-                })?
+                })?;
+                legacy = raw.resolve_paths(&config_dir(p));
+                raw
             }
             None => RawConfig::default(),
         };
         env::apply(&mut raw, env, path.is_some())?;
-        validate::validate(raw, env)
+        let mut config = validate::validate(raw, env)?;
+        config.warnings.extend(legacy);
+        Ok(config)
     }
 
     /// The account a user logs into.
@@ -330,6 +335,19 @@ impl Config {
                 .iter()
                 .any(|u| u.delivery.is_some_and(|d| d != Delivery::Relay))
     }
+}
+
+/// The directory relative paths in the config file at `path` are resolved against: the
+/// file's own directory, made absolute (so a later change of working directory cannot
+/// move it).
+fn config_dir(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// Parses TOML text into the raw shape.

@@ -3,7 +3,7 @@
 //! Unknown keys are rejected (`deny_unknown_fields`) so that a typo is an error, not a
 //! silently ignored setting. Every value is checked again in `config::validate`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -43,6 +43,61 @@ pub struct RawConfig {
     /// The store-and-forward queue.
     #[serde(default)]
     pub queue: RawQueue,
+}
+
+impl RawConfig {
+    /// Makes every relative path written in the file relative to `base`, the config
+    /// file's own directory, so that the same file works whatever the process's working
+    /// directory is (systemd starts services in `/`, a container may have a read-only
+    /// one). Paths from `QQMAIL_*` variables are applied later and keep the shell's
+    /// meaning (relative to the working directory).
+    ///
+    /// `state_dir` (default `certs`) is the one exception, for configs written before
+    /// this rule: when it does not exist beside the file but does exist relative to the
+    /// working directory, that one is kept, and the returned warning says how to move it.
+    pub fn resolve_paths(&mut self, base: &Path) -> Option<String> {
+        let written = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("certs"));
+        let mut warning = None;
+        if written.is_relative() {
+            let beside = base.join(&written);
+            if !beside.exists() && holds_state(&written) {
+                warning = Some(format!(
+                    "state_dir: using {} relative to the working directory as before; \
+                     relative paths in a config file now mean relative to the file's \
+                     directory: move it to {} or set an absolute state_dir",
+                    written.display(),
+                    beside.display()
+                ));
+                self.state_dir = std::path::absolute(&written).ok().or(Some(written));
+            } else {
+                self.state_dir = Some(beside);
+            }
+        }
+        let fix = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.as_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
+            }
+        };
+        fix(&mut self.queue.dir);
+        fix(&mut self.tls.cert_file);
+        fix(&mut self.tls.key_file);
+        for account in &mut self.account {
+            fix(&mut account.auth_code_file);
+            fix(&mut account.ca_file);
+        }
+        warning
+    }
+}
+
+/// Whether `dir` holds what `serve` generated (a certificate or the generated logins):
+/// only then is a working-directory `state_dir` worth keeping over a fresh one.
+fn holds_state(dir: &Path) -> bool {
+    ["local-cert.pem", "local-users"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
 }
 
 /// `[[account]]`.

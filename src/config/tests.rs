@@ -456,7 +456,7 @@ fn server_forms_and_defaults() {
     assert_eq!(pop3.listen[0].to_string(), super::DEFAULT_POP3_LISTEN);
     assert_eq!(pop3.starttls, crate::proto::StartTlsMode::Required);
     assert!(c.smtp.is_none() && c.imap.is_none());
-    assert_eq!(c.state_dir, PathBuf::from("certs"));
+    assert_eq!(c.state_dir, std::path::absolute(f.path("certs")).unwrap());
     assert_eq!(c.hostname, "localhost");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 
@@ -505,4 +505,34 @@ fn example_config_parses_and_validates() {
     if let Err(e) = Config::load(Some(std::path::Path::new(path)), &env) {
         panic!("{path} does not validate: {e}");
     }
+}
+
+#[test]
+fn relative_paths_in_the_file_are_relative_to_its_directory() {
+    let f = Fixture::new();
+    f.write("code", CODE);
+    let toml = format!(
+        "state_dir = \"state\"\n{}\n[queue]\ndir = \"spool\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+        ACCOUNT.replace("auth_code_env = \"MAIN_CODE\"", "auth_code_file = \"code\"")
+    );
+    let c = f.ok(&format!("{toml}{SMTP}"), &[]);
+    let dir = std::path::absolute(f.dir.path()).unwrap();
+    assert_eq!(c.state_dir, dir.join("state"));
+    assert_eq!(c.queue.dir, dir.join("spool"));
+    assert_eq!(c.tls.cert_file, dir.join("c.pem"));
+    assert_eq!(c.tls.key_file, dir.join("k.pem"));
+    // Absolute paths and defaults derived from state_dir stay as they are.
+    let c = f.ok(
+        &format!("state_dir = \"{{dir}}/abs\"\n{ACCOUNT}{SMTP}"),
+        &[],
+    );
+    assert_eq!(c.state_dir, f.dir.path().join("abs"));
+    assert_eq!(c.tls.cert_file, f.dir.path().join("abs/local-cert.pem"));
+}
+
+#[test]
+fn paths_from_the_environment_keep_the_shells_meaning() {
+    let f = Fixture::new();
+    let c = f.ok(&format!("{ACCOUNT}{SMTP}"), &[("QQMAIL_STATE_DIR", "rel")]);
+    assert_eq!(c.state_dir, std::path::PathBuf::from("rel"));
 }

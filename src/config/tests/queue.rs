@@ -44,7 +44,11 @@ fn queue_keys_are_read() {
     assert!(c.uses_queue());
     assert_eq!(c.delivery_of(None), Delivery::Queue);
     let q = &c.queue;
-    assert_eq!(q.dir, PathBuf::from("spool"));
+    assert!(
+        q.dir.is_absolute() && q.dir.ends_with("spool"),
+        "{:?}",
+        q.dir
+    );
     assert_eq!(q.max_size, 500 << 20);
     assert_eq!(q.policy.max_age, Duration::from_secs(2 * 86400));
     assert_eq!(q.policy.retry_min, Duration::from_secs(30));

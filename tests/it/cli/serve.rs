@@ -8,7 +8,7 @@ use super::{cli, launch_with_args, user_toml, value_after, Reloadable, WAIT};
 use crate::pop3::{builder as pop3_builder, qq_opts, server_of, Raw, PASSWORD, USER};
 use crate::support::ca::TestCa;
 use crate::support::pop3::FakePop3;
-use crate::support::proxy::{secret_forms, Proxy};
+use crate::support::proxy::{secret_forms, Launch, Proxy};
 use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE, DEFAULT_USER};
 
 /// Sends one message through the proxy's SMTP listener as `user`/`password`.
@@ -193,4 +193,30 @@ async fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
     );
     assert!(proxy.terminate().await.success());
     proxy.assert_no_secret_for(&[DEFAULT_CODE, PASSWORD, SCANNER_PASSWORD], &["scanner"]);
+}
+
+/// Issue 19, wall 2: `config/example.toml` copied as it is starts from any working
+/// directory (systemd's `/`, a read-only container) and keeps everything it generates
+/// beside the config file, never in the working directory.
+#[tokio::test]
+async fn the_example_config_keeps_its_state_beside_itself() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/example.toml"
+    ))
+    .expect("config/example.toml");
+    let cwd = tempfile::tempdir().expect("cwd");
+    let launch = Launch::new(&example).cwd(cwd.path()).env(&[
+        ("QQMAIL_AUTH_CODE", DEFAULT_CODE),
+        ("QQMAIL_SMTP_LISTEN", "127.0.0.1:0"),
+        ("QQMAIL_IMAP_LISTEN", "127.0.0.1:0"),
+        ("QQMAIL_POP3_LISTEN", "127.0.0.1:0"),
+    ]);
+    let proxy = Proxy::launch(launch).await;
+    let state = proxy.config_dir().join("certs");
+    for file in ["local-cert.pem", "local-key.pem", "local-users"] {
+        assert!(state.join(file).is_file(), "{file} is not in {state:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).expect("cwd").collect();
+    assert!(left.is_empty(), "the proxy wrote into its working directory: {left:?}");
 }

@@ -40,6 +40,8 @@ pub struct Launch {
     /// A stand-in program and its leading args instead of the proxy binary (for testing
     /// the harness itself); the usual args follow them.
     pub program: Option<(String, Vec<String>)>,
+    /// The working directory (default: the test's own).
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 impl Launch {
@@ -80,6 +82,12 @@ impl Launch {
     /// Adds args after `serve --config <path>`.
     pub fn serve_args(mut self, args: &[&str]) -> Self {
         self.serve_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Runs the proxy in `dir` instead of the test's working directory.
+    pub fn cwd(mut self, dir: &std::path::Path) -> Self {
+        self.cwd = Some(dir.to_path_buf());
         self
     }
 
@@ -200,7 +208,11 @@ impl Proxy {
             config_path.into_os_string(),
         ]);
         args.extend(launch.serve_args.iter().map(OsString::from));
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(cwd) = &launch.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command
             .args(&args)
             .env("RUST_LOG", "trace")
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
@@ -279,6 +291,11 @@ impl Proxy {
                 self.logs()
             );
         }
+    }
+
+    /// The directory holding `config.toml` (and `stderr.log`).
+    pub fn config_dir(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("the proxy's tempdir").path()
     }
 
     /// The child's process id.
