@@ -3,7 +3,6 @@
 //! proxy's own POP3 client, one line per service with a hint), `send-test` and
 //! `healthcheck`.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -13,108 +12,6 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::config::{Account, Config};
 use crate::providers::{Security, ServerAddr};
-
-/// The effective settings, secrets masked, for `check-config`.
-pub fn describe(c: &Config) -> String {
-    let mut o = String::new();
-    let _ = writeln!(o, "configuration OK");
-    let _ = writeln!(o, "state_dir: {}", c.state_dir.display());
-    let _ = writeln!(o, "hostname: {}", c.hostname);
-    for a in &c.accounts {
-        let show = |s: &Option<ServerAddr>| s.as_ref().map_or("-".to_string(), ToString::to_string);
-        let _ = writeln!(
-            o,
-            "account {:?}: {} provider={} smtp={} imap={} pop3={} code=*** ({} characters, from {}){}",
-            a.id,
-            a.email,
-            a.provider.names[0],
-            show(&a.smtp),
-            show(&a.imap),
-            show(&a.pop3),
-            a.code.len(),
-            a.code_source,
-            a.ca_file
-                .as_ref()
-                .map(|p| format!(" ca_file={}", p.display()))
-                .unwrap_or_default()
-        );
-    }
-    if c.users.is_empty() {
-        let _ = writeln!(
-            o,
-            "users: none configured; `serve` generates one per account (user = the address), stored in {}",
-            crate::state::users_file(c).display()
-        );
-    }
-    for u in &c.users {
-        let _ = writeln!(
-            o,
-            "user {:?} -> account {:?} (argon2 hash){}",
-            u.name,
-            c.accounts[u.account].id,
-            u.delivery
-                .map(|d| format!(" delivery={}", d.name()))
-                .unwrap_or_default()
-        );
-    }
-    if let Some(s) = &c.smtp {
-        let _ = writeln!(
-            o,
-            "smtp: listen={:?} starttls={} delivery={} rewrite_sender={:?} allow_unauthenticated={:?}",
-            s.listener
-                .listen
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>(),
-            s.listener.starttls.name(),
-            s.delivery.name(),
-            s.rewrite_sender,
-            s.allow_unauthenticated
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-        );
-    }
-    for (name, l) in [("imap", &c.imap), ("pop3", &c.pop3)] {
-        if let Some(l) = l {
-            let _ = writeln!(
-                o,
-                "{name}: listen={:?} starttls={}",
-                l.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                l.starttls.name()
-            );
-        }
-    }
-    let _ = writeln!(
-        o,
-        "tls: cert_file={} key_file={}",
-        c.tls.cert_file.display(),
-        c.tls.key_file.display()
-    );
-    if c.uses_queue() {
-        let q = &c.queue;
-        let _ = writeln!(
-            o,
-            "queue: dir={} max_size={} bytes max_age={:?} retry_min={:?} retry_max={:?} rate={} daily_limit={}",
-            q.dir.display(),
-            q.max_size,
-            q.policy.max_age,
-            q.policy.retry_min,
-            q.policy.retry_max,
-            q.rate
-                .map_or("none".to_string(), |r| format!("{}/{:?}", r.count, r.per)),
-            q.daily_limit
-        );
-    }
-    let _ = writeln!(o, "limits: {:?}", c.limits);
-    if let Some(a) = c.admin {
-        let _ = writeln!(o, "admin: {a}");
-    }
-    for w in &c.warnings {
-        let _ = writeln!(o, "warning: {w}");
-    }
-    o
-}
 
 fn smtp_transport(
     a: &Account,

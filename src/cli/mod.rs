@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::config::{CodeNeed, Config, LogFormat, ProcessEnv};
 use crate::secrets::Secret;
 
 mod check;
+mod describe;
 mod init;
 mod queue;
 mod serve;
@@ -109,6 +110,14 @@ fn load(path: Option<&Path>) -> Result<Config> {
     Ok(Config::load(path, &ProcessEnv)?)
 }
 
+/// [`load`] for a command that never logs in upstream: a missing code is only a warning
+/// (printed to stderr), so `check-config`, `reset-password`, `healthcheck` and `queue`
+/// work on a machine where the code is kept elsewhere.
+fn load_without_code(path: Option<&Path>) -> Result<Config> {
+    let config = Config::load_for(path, &ProcessEnv, CodeNeed::Optional)?;
+    Ok(config)
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let log_format = cli.log_format.map(|f| match f {
@@ -133,7 +142,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::ResetPassword => {
-            let config = load(path)?;
+            let config = load_without_code(path)?;
             if !config.users.is_empty() {
                 bail!(
                     "this configuration defines its own [[user]] entries: change a password with \
@@ -146,8 +155,8 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::CheckConfig => {
-            let config = load(path)?;
-            print!("{}", check::describe(&config));
+            let config = load_without_code(path)?;
+            print!("{}", describe::describe(&config));
             Ok(())
         }
         Command::Check => check::check(&load(path)?),
@@ -158,8 +167,8 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::providers::table());
             Ok(())
         }
-        Command::Healthcheck => check::healthcheck(&load(path)?),
-        Command::Queue { action } => queue::run(&load(path)?, action),
+        Command::Healthcheck => check::healthcheck(&load_without_code(path)?),
+        Command::Queue { action } => queue::run(&load_without_code(path)?, action),
     }
 }
 

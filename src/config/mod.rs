@@ -23,7 +23,7 @@ mod validate;
 pub use env::{Env, ProcessEnv};
 pub use queue::{Delivery, QueueSettings};
 use raw::RawConfig;
-pub use validate::{check_hash, parse_cidr};
+pub use validate::{check_hash, parse_cidr, CodeNeed};
 
 /// A configuration mistake. The text always names the key (or variable) and the fix.
 #[derive(Debug, Error)]
@@ -290,6 +290,16 @@ pub const DEFAULT_POP3_LISTEN: &str = "127.0.0.1:1110";
 impl Config {
     /// Loads `path` (if any), applies `QQMAIL_*` variables from `env`, and validates.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        Config::load_for(path, env, CodeNeed::Required)
+    }
+
+    /// [`Config::load`] for a command that may or may not need the codes: with
+    /// [`CodeNeed::Optional`] a missing code is a warning and the account's code empty.
+    pub fn load_for(
+        path: Option<&Path>,
+        env: &dyn Env,
+        need: CodeNeed,
+    ) -> Result<Config, ConfigError> {
         let mut legacy = None;
         let mut raw = match path {
             Some(p) => {
@@ -307,7 +317,7 @@ impl Config {
             None => RawConfig::default(),
         };
         env::apply(&mut raw, env, path.is_some())?;
-        let mut config = validate::validate(raw, env)?;
+        let mut config = validate::validate(raw, env, need)?;
         config.warnings.extend(legacy);
         Ok(config)
     }

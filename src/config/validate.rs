@@ -22,7 +22,20 @@ use crate::secrets::Secret;
 /// Looks an account id up (`None`: the only account), for error messages naming `key`.
 type FindAccount<'a> = dyn Fn(String, &Option<String>) -> Result<usize, ConfigError> + 'a;
 
-pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
+/// Whether the command being run needs the authorization codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeNeed {
+    /// `serve`, `check`, `send-test`: a missing code is an error.
+    Required,
+    /// Commands that never log in upstream: a missing code is a warning.
+    Optional,
+}
+
+pub(super) fn validate(
+    raw: RawConfig,
+    env: &dyn Env,
+    need: CodeNeed,
+) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
     if raw.account.is_empty() {
         return Err(invalid(
@@ -33,7 +46,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
     }
     let mut accounts: Vec<Arc<Account>> = Vec::new();
     for (i, a) in raw.account.iter().enumerate() {
-        let acc = validate_account(i, a, env, &mut warnings)?;
+        let acc = validate_account(i, a, env, need, &mut warnings)?;
         if accounts.iter().any(|x| x.id == acc.id) {
             return Err(invalid(
                 format!("[[account]] #{} id", i + 1),
@@ -185,6 +198,7 @@ fn validate_account(
     i: usize,
     a: &RawAccount,
     env: &dyn Env,
+    need: CodeNeed,
     warnings: &mut Vec<String>,
 ) -> Result<Account, ConfigError> {
     let id = a.id.clone().unwrap_or_else(|| {
@@ -250,83 +264,18 @@ fn validate_account(
             "provider \"custom\" needs at least one of smtp_server, imap_server, pop3_server",
         ));
     }
-    let (code, code_source) = match (&a.auth_code_env, &a.auth_code_file) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(
-                key("auth_code_env"),
-                "set exactly one of auth_code_env and auth_code_file, not both",
-            ))
+    let (code, code_source) = match read_code(a, env, provider, &key, warnings) {
+        Ok(found) => found,
+        // Commands that never log in (check-config, reset-password, ...) still work
+        // without the code: they say it is unset instead of refusing to run.
+        Err(e) if need == CodeNeed::Optional => {
+            warnings.push(format!(
+                "{e} (only `serve`, `check` and `send-test` need it)"
+            ));
+            (Secret::new(Vec::new()), "unset".to_string())
         }
-        (None, None) => return Err(invalid(
-            key("auth_code_env"),
-            "missing: set auth_code_env = \"QQMAIL_AUTH_CODE\" (an environment variable holding \
-                 the authorization code) or auth_code_file = \"/path/to/file\"",
-        )),
-        (Some(var), None) => {
-            let value = env.var(var).ok_or_else(|| {
-                invalid(
-                    key("auth_code_env"),
-                    format!(
-                        "environment variable {var} is not set: export it with the {} \
-                         (QQ Mail: Settings → Account → POP3/IMAP/SMTP service → generate)",
-                        provider.secret_name
-                    ),
-                )
-            })?;
-            (Secret::from(value), format!("environment variable {var}"))
-        }
-        (None, Some(path)) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                invalid(
-                    key("auth_code_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let mut code = Secret::new(bytes);
-            let trimmed = code.expose().trim_ascii_end().len();
-            if trimmed != code.len() {
-                code = Secret::from_slice(&code.expose()[..trimmed]);
-            }
-            // The state files' trust rule (`crate::trust`): a code file others can write
-            // is refused. A foreign owner and read access for others are only warned
-            // about: a container secret mount is owned by the host's user and must be
-            // readable by the container's.
-            match crate::trust::check(path, crate::trust::Kind::SharedFile) {
-                Err(d @ crate::trust::Distrust::ForeignOwner { .. }) => {
-                    warnings.push(format!("{}: {d}", key("auth_code_file")))
-                }
-                Err(d) => return Err(invalid(key("auth_code_file"), d.to_string())),
-                Ok(()) => {}
-            }
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                if let Ok(meta) = std::fs::metadata(path) {
-                    if meta.permissions().mode() & 0o044 != 0 {
-                        warnings.push(format!(
-                            "{}: {} is readable by other users; `chmod 600` it unless it is a \
-                             container secret mount",
-                            key("auth_code_file"),
-                            path.display()
-                        ));
-                    }
-                }
-            }
-            (code, format!("file {}", path.display()))
-        }
+        Err(e) => return Err(e),
     };
-    if code.is_empty() {
-        return Err(invalid(
-            key("auth_code"),
-            format!("the code from {code_source} is empty"),
-        ));
-    }
-    if code.expose().iter().any(|b| b.is_ascii_control()) {
-        return Err(invalid(
-            key("auth_code"),
-            format!("the code from {code_source} contains control characters"),
-        ));
-    }
     if provider.names.contains(&"qq") && code.len() != 16 {
         warnings.push(format!(
             "account {id:?}: QQ authorization codes are 16 characters, the one from {code_source} \
@@ -570,4 +519,93 @@ fn validate_limits(l: &raw::RawLimits) -> Result<Limits, ConfigError> {
         shutdown_grace: l.shutdown_grace.unwrap_or(d.shutdown_grace),
         warm_upstream_ttl: l.warm_upstream_ttl.unwrap_or(d.warm_upstream_ttl),
     })
+}
+
+/// Reads an account's authorization code from the variable or file its config names,
+/// with the checks every code must pass; returns it and where it came from.
+fn read_code(
+    a: &RawAccount,
+    env: &dyn Env,
+    provider: &providers::Provider,
+    key: &dyn Fn(&str) -> String,
+    warnings: &mut Vec<String>,
+) -> Result<(Secret, String), ConfigError> {
+    let (code, code_source) = match (&a.auth_code_env, &a.auth_code_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                key("auth_code_env"),
+                "set exactly one of auth_code_env and auth_code_file, not both",
+            ))
+        }
+        (None, None) => return Err(invalid(
+            key("auth_code_env"),
+            "missing: set auth_code_env = \"QQMAIL_AUTH_CODE\" (an environment variable holding \
+                 the authorization code) or auth_code_file = \"/path/to/file\"",
+        )),
+        (Some(var), None) => {
+            let value = env.var(var).ok_or_else(|| {
+                invalid(
+                    key("auth_code_env"),
+                    format!(
+                        "environment variable {var} is not set: export it with the {} \
+                         (QQ Mail: Settings → Account → POP3/IMAP/SMTP service → generate)",
+                        provider.secret_name
+                    ),
+                )
+            })?;
+            (Secret::from(value), format!("environment variable {var}"))
+        }
+        (None, Some(path)) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                invalid(
+                    key("auth_code_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let mut code = Secret::new(bytes);
+            let trimmed = code.expose().trim_ascii_end().len();
+            if trimmed != code.len() {
+                code = Secret::from_slice(&code.expose()[..trimmed]);
+            }
+            // The state files' trust rule (`crate::trust`): a code file others can write
+            // is refused. A foreign owner and read access for others are only warned
+            // about: a container secret mount is owned by the host's user and must be
+            // readable by the container's.
+            match crate::trust::check(path, crate::trust::Kind::SharedFile) {
+                Err(d @ crate::trust::Distrust::ForeignOwner { .. }) => {
+                    warnings.push(format!("{}: {d}", key("auth_code_file")))
+                }
+                Err(d) => return Err(invalid(key("auth_code_file"), d.to_string())),
+                Ok(()) => {}
+            }
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if let Ok(meta) = std::fs::metadata(path) {
+                    if meta.permissions().mode() & 0o044 != 0 {
+                        warnings.push(format!(
+                            "{}: {} is readable by other users; `chmod 600` it unless it is a \
+                             container secret mount",
+                            key("auth_code_file"),
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            (code, format!("file {}", path.display()))
+        }
+    };
+    if code.is_empty() {
+        return Err(invalid(
+            key("auth_code"),
+            format!("the code from {code_source} is empty"),
+        ));
+    }
+    if code.expose().iter().any(|b| b.is_ascii_control()) {
+        return Err(invalid(
+            key("auth_code"),
+            format!("the code from {code_source} contains control characters"),
+        ));
+    }
+    Ok((code, code_source))
 }

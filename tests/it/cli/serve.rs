@@ -200,11 +200,9 @@ async fn sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad() {
 /// beside the config file, never in the working directory.
 #[tokio::test]
 async fn the_example_config_keeps_its_state_beside_itself() {
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/example.toml"
-    ))
-    .expect("config/example.toml");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+            .expect("config/example.toml");
     let cwd = tempfile::tempdir().expect("cwd");
     let launch = Launch::new(&example).cwd(cwd.path()).env(&[
         ("QQMAIL_AUTH_CODE", DEFAULT_CODE),
@@ -218,5 +216,8 @@ async fn the_example_config_keeps_its_state_beside_itself() {
         assert!(state.join(file).is_file(), "{file} is not in {state:?}");
     }
     let left: Vec<_> = std::fs::read_dir(cwd.path()).expect("cwd").collect();
-    assert!(left.is_empty(), "the proxy wrote into its working directory: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the proxy wrote into its working directory: {left:?}"
+    );
 }
