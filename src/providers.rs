@@ -255,24 +255,36 @@ pub fn table() -> String {
         Some(s) => s.addr().to_string(),
         None => "-".to_string(),
     };
-    let mut out = format!(
-        "{:<12} {:<28} {:<26} {:<22} {:<8}\n",
-        "provider", "smtp", "imap", "pop3", "notes"
-    );
+    let mut rows = vec![["provider", "smtp", "imap", "pop3", "notes"].map(String::from)];
     for p in PROVIDERS {
         let note = if p.imap_id_after_login {
             "IMAP ID sent after login"
         } else {
             ""
         };
-        out.push_str(&format!(
-            "{:<12} {:<28} {:<26} {:<22} {}\n",
+        rows.push([
             p.names.join(", "),
             show(&p.smtp),
             show(&p.imap),
             show(&p.pop3),
-            note
-        ));
+            note.to_string(),
+        ]);
+    }
+    // Columns as wide as their widest cell (all ASCII), two spaces apart.
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
     }
     out
 }
@@ -280,6 +292,26 @@ pub fn table() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_lines_up_its_columns() {
+        let table = table();
+        let lines: Vec<&str> = table.lines().collect();
+        // Every column starts where its heading does, on every line.
+        let header = lines[0];
+        for heading in ["smtp", "imap", "pop3"] {
+            let col = header.find(heading).expect("heading");
+            for line in &lines[1..] {
+                assert_eq!(
+                    &line[col - 2..col],
+                    "  ",
+                    "{heading} misaligned in {line:?}"
+                );
+                assert_ne!(&line[col..col + 1], " ", "{heading} misaligned in {line:?}");
+            }
+        }
+        assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
 
     #[test]
     #[allow(clippy::type_complexity)] // a table: name, smtp, imap, pop3, ID quirk

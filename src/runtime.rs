@@ -132,6 +132,7 @@ impl Runtime {
             admin: None,
             queue: config.queue.clone(),
             warnings: Vec::new(),
+            file: config.file.clone(),
         };
         Ok(Runtime {
             auth: Authenticator::new(

@@ -159,40 +159,50 @@ pub fn local_users(
     Ok((users, generated))
 }
 
-/// Prints newly generated credentials to standard output, once (never to the log).
-pub fn announce(generated: &[Generated], file: &Path) {
+/// Prints newly generated credentials to standard output, once. Standard output is not
+/// the log file the proxy writes (stderr), but under Docker or systemd it is collected
+/// with it: the banner says so, and how to get a new password instead.
+pub fn announce(generated: &[Generated], config: &Config) {
     if generated.is_empty() {
         return;
     }
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "=================================================================="
-    );
-    let _ = writeln!(
-        out,
-        " qqmail-proxy generated a local login (shown only this once)"
-    );
+    let rule = "==================================================================";
+    let mut text =
+        format!("{rule}\n qqmail-proxy generated a local login (shown only this once)\n");
     for g in generated {
-        let _ = writeln!(out, "   user:     {}", g.user);
-        let _ = writeln!(
-            out,
-            "   password: {}",
+        text.push_str(&format!("   user:     {}\n", g.user));
+        text.push_str(&format!(
+            "   password: {}\n",
             String::from_utf8_lossy(g.password.expose())
-        );
+        ));
     }
-    let _ = writeln!(
-        out,
-        " Use it in your printer or mail client instead of the real code."
-    );
-    let _ = writeln!(out, " Only an argon2 hash is kept, in {}.", file.display());
-    let _ = writeln!(
-        out,
-        " Lost it? Run `qqmail-proxy reset-password` for a new one."
-    );
-    let _ = writeln!(
-        out,
-        "=================================================================="
-    );
+    text.push_str(&format!(
+        " Use it in your printer or mail client instead of the real code.\n\
+         \x20Only an argon2 hash is kept, in {}.\n\
+         \x20This went to standard output: under Docker or systemd that is the container's\n\
+         \x20log (`docker logs`) or the journal, readable by whoever can read them.\n\
+         \x20Lost it? A new one: {}\n{rule}\n",
+        users_file(config).display(),
+        reset_command(config)
+    ));
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+/// The `reset-password` command line that works as printed for this configuration.
+pub fn reset_command(config: &Config) -> String {
+    match &config.file {
+        Some(file) => format!("qqmail-proxy --config {} reset-password", file.display()),
+        None => {
+            let email = config.accounts.first().map_or("", |a| a.email.as_str());
+            format!(
+                "QQMAIL_EMAIL={email} QQMAIL_STATE_DIR={} qqmail-proxy reset-password \
+                 (from a checkout: cargo run --release -- reset-password)",
+                std::path::absolute(&config.state_dir)
+                    .unwrap_or_else(|_| config.state_dir.clone())
+                    .display()
+            )
+        }
+    }
 }

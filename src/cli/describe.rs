@@ -190,7 +190,7 @@ fn line(o: &mut String, key: &str, value: &str) {
 }
 
 /// A TOML basic string.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
     q.push('"');
     for c in s.chars() {

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::describe::quote;
 use crate::auth::{generate_password, hash_password};
+use crate::config::{CodeNeed, Config, ProcessEnv};
 use crate::providers;
 use crate::tls::local::write_file;
 
@@ -20,6 +22,7 @@ pub fn init(email: &str, provider: &str, user: &str, output: &Path, force: bool)
     if output.exists() && !force {
         bail!("{} exists; use --force to overwrite it", output.display());
     }
+    let (email_q, provider_q, user_q) = (quote(email), quote(provider), quote(user));
     let password = generate_password();
     let hash = hash_password(&password).map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
     let text = format!(
@@ -28,15 +31,15 @@ pub fn init(email: &str, provider: &str, user: &str, output: &Path, force: bool)
 
 [[account]]
 id = "main"
-email = "{email}"
-provider = "{provider}"
+email = {email_q}
+provider = {provider_q}
 # The authorization code (授权码) is read from this environment variable:
 auth_code_env = "QQMAIL_AUTH_CODE"
 # or from a file (trailing newline trimmed):
 # auth_code_file = "/run/secrets/qq_auth_code"
 
 [[user]]
-name = "{user}"
+name = {user_q}
 password_hash = "{hash}"
 account = "main"
 
@@ -59,10 +62,17 @@ starttls = "optional"
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if force {
-        let _ = std::fs::remove_file(output);
+    // Written beside the target and checked as `check-config` would check it before it
+    // takes the target's name: a config `init` wrote always starts.
+    let draft = output.with_extension("toml.draft");
+    let _ = std::fs::remove_file(&draft);
+    write_file(&draft, text.as_bytes(), 0o640, "config")?;
+    if let Err(e) = Config::load_for(Some(&draft), &ProcessEnv, CodeNeed::Optional) {
+        let _ = std::fs::remove_file(&draft);
+        bail!("nothing written: {e}");
     }
-    write_file(output, text.as_bytes(), 0o640, "config")?;
+    std::fs::rename(&draft, output)
+        .with_context(|| format!("renaming {} to {}", draft.display(), output.display()))?;
     println!("Wrote {}.", output.display());
     println!("Local login for your printer or mail client (shown only this once):");
     println!("  user:     {user}");

@@ -2,18 +2,17 @@
 //! `check-config`, `check`, `send-test`, `providers`, `healthcheck`, `queue`. The only place
 //! where errors become `anyhow` and reach the user as text.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{CodeNeed, Config, LogFormat, ProcessEnv};
-use crate::secrets::Secret;
 
 mod check;
 mod describe;
 mod init;
+mod prompt;
 mod queue;
 mod serve;
 
@@ -135,7 +134,7 @@ pub fn run(cli: Cli) -> Result<()> {
             force,
         } => init::init(&email, &provider, &user, &output, force),
         Command::HashPassword => {
-            let password = read_password()?;
+            let password = prompt::read_password()?;
             let hash = crate::auth::hash_password(&password)
                 .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
             println!("{hash}");
@@ -150,7 +149,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 );
             }
             let (_, generated) = crate::state::local_users(&config, true)?;
-            crate::state::announce(&generated, &crate::state::users_file(&config));
+            crate::state::announce(&generated, &config);
             println!("Restart the proxy (or send it SIGHUP) to use the new password.");
             Ok(())
         }
@@ -170,30 +169,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Healthcheck => check::healthcheck(&load_without_code(path)?),
         Command::Queue { action } => queue::run(&load_without_code(path)?, action),
     }
-}
-
-/// Reads a password from stdin: the first line, without its line ending.
-fn read_password() -> Result<Secret> {
-    let mut raw = Vec::new();
-    std::io::stdin()
-        .take(4096)
-        .read_to_end(&mut raw)
-        .context("reading the password from stdin")?;
-    let mut password = Secret::new(raw);
-    let line_end = password
-        .expose()
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(password.len());
-    let trimmed = password.expose()[..line_end]
-        .strip_suffix(b"\r")
-        .unwrap_or(&password.expose()[..line_end])
-        .to_vec();
-    password = Secret::new(trimmed);
-    if password.is_empty() {
-        bail!("no password on stdin: run `echo -n 'the password' | qqmail-proxy hash-password`");
-    }
-    Ok(password)
 }
 
 /// Builds the tokio runtime used by the async commands.

@@ -42,7 +42,7 @@ pub fn init_logging(format: LogFormat) {
 
 fn build(config: Config, kept: Kept) -> Result<Runtime> {
     let (users, generated) = crate::state::local_users(&config, false)?;
-    crate::state::announce(&generated, &crate::state::users_file(&config));
+    crate::state::announce(&generated, &config);
     Ok(Runtime::build(config, &users, kept)?)
 }
 

@@ -278,6 +278,8 @@ pub struct Config {
     pub queue: QueueSettings,
     /// Things worth a warning at start (not errors).
     pub warnings: Vec<String>,
+    /// The config file read, made absolute (`None`: the environment alone).
+    pub file: Option<PathBuf>,
 }
 
 /// Default listen addresses when running from the environment alone.
@@ -319,6 +321,7 @@ impl Config {
         env::apply(&mut raw, env, path.is_some())?;
         let mut config = validate::validate(raw, env, need)?;
         config.warnings.extend(legacy);
+        config.file = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         Ok(config)
     }
 

@@ -191,6 +191,7 @@ pub(super) fn validate(
         admin,
         queue,
         warnings,
+        file: None,
     })
 }
 

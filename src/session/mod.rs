@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::config::Delivery;
 use crate::host::Host;
@@ -183,17 +183,29 @@ fn end(
         report.to_client,
     );
     drop(slot);
-    info!(
-        user = report.user.as_deref().unwrap_or("-"),
-        account = report.account.as_deref().unwrap_or("-"),
-        result = report.outcome.label(),
-        messages = report.messages,
-        bytes_in = report.from_client,
-        bytes_out = report.to_client,
-        auth_failures = report.auth_failures,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "session end"
-    );
+    macro_rules! session_end {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                user = report.user.as_deref().unwrap_or("-"),
+                account = report.account.as_deref().unwrap_or("-"),
+                result = report.outcome.label(),
+                messages = report.messages,
+                bytes_in = report.from_client,
+                bytes_out = report.to_client,
+                auth_failures = report.auth_failures,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "session end"
+            )
+        };
+    }
+    // A health probe (Docker's HEALTHCHECK every 30 s, a monitor) would otherwise fill
+    // the log with a line per probe.
+    if report.is_probe() {
+        session_end!(tracing::Level::DEBUG);
+    } else {
+        session_end!(tracing::Level::INFO);
+    }
     report
 }
 

@@ -64,6 +64,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the session was only a probe: connected, read the greeting, sent at most
+    /// `QUIT` (or nothing) and left, without logging in (`qqmail-proxy healthcheck`).
+    pub fn is_probe(&self) -> bool {
+        const QUIT: u64 = b"QUIT\r\n".len() as u64;
+        matches!(self.outcome, Outcome::Ok | Outcome::ClientClosed)
+            && self.user.is_none()
+            && self.messages == 0
+            && self.auth_failures == 0
+            && self.from_client <= QUIT
+    }
+
     pub(super) fn new() -> Report {
         Report {
             user: None,

@@ -88,6 +88,74 @@ async fn hash_password_reads_stdin_and_verifies_with_argon2() {
     }
 }
 
+/// Drives `hash-password` on a pseudo-terminal: prompts, answers, and returns everything
+/// the terminal showed (echo included) and the exit status.
+const PTY_DRIVER: &str = r#"
+import os, pty, sys
+bin, first, second = sys.argv[1], sys.argv[2], sys.argv[3]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(bin, [bin, "hash-password"])
+seen = b""
+def until(needle):
+    global seen
+    while needle not in seen:
+        chunk = os.read(fd, 1024)
+        if not chunk:
+            raise SystemExit("the program ended before showing %r: %r" % (needle, seen))
+        seen += chunk
+until(b"Password: ")
+os.write(fd, first.encode() + b"\n")
+until(b"Again: ")
+os.write(fd, second.encode() + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    seen += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode("utf-8", "replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+/// Issue 19 item 13: on a terminal, `hash-password` asks twice and echoes nothing.
+#[tokio::test]
+async fn hash_password_on_a_terminal_prompts_without_echo() {
+    let run = |first: &str, second: &str| {
+        std::process::Command::new("python3")
+            .args(["-c", PTY_DRIVER, super::BIN, first, second])
+            .output()
+            .expect("python3 (apt-get install python3) to drive a pseudo-terminal")
+    };
+    let out = run("Pr1nter-Pa55", "Pr1nter-Pa55");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{screen}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !screen.contains("Pr1nter-Pa55"),
+        "the password was echoed:\n{screen}"
+    );
+    let hash = screen
+        .split_whitespace()
+        .find(|w| w.starts_with("$argon2id$"))
+        .unwrap_or_else(|| panic!("no hash on the terminal:\n{screen}"));
+    assert!(verifies("Pr1nter-Pa55", hash));
+
+    let out = run("Pr1nter-Pa55", "Pr1nter-Pa56");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{screen}");
+    assert!(
+        screen.contains("differ") && !screen.contains("$argon2"),
+        "{screen}"
+    );
+}
+
 #[tokio::test]
 async fn init_writes_a_valid_config_once_and_prints_the_password_once() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -183,6 +251,27 @@ async fn init_writes_a_valid_config_once_and_prints_the_password_once() {
     .failure();
     assert!(ran.stderr.contains("unknown provider") && ran.stderr.contains("exmail"));
     assert!(!tmp.path().join("x.toml").exists());
+
+    // An address check-config would refuse is refused before anything is written.
+    for email in ["not-an-address", "a\"b@qq.com"] {
+        let ran = cli(
+            &["init", "--email", email, "--output", "y.toml"],
+            &[],
+            None,
+            tmp.path(),
+        )
+        .await
+        .failure();
+        assert!(ran.stderr.contains("nothing written"), "{}", ran.stderr);
+        assert!(!ran.stdout.contains("password:"), "{}", ran.stdout);
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .expect("tmp")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('y'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }
 
 #[tokio::test]

@@ -174,6 +174,22 @@ async fn healthcheck_follows_the_running_proxy() {
         "{}",
         ran.stdout
     );
+    // The probe's session is logged at debug only (Docker probes every 30 s).
+    proxy
+        .wait_for_log("session end", std::time::Duration::from_secs(10))
+        .await;
+    let ends: Vec<_> = proxy
+        .events()
+        .into_iter()
+        .filter(|e| e.field("message") == Some("session end"))
+        .collect();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(
+        ends[0].level.as_deref(),
+        Some("DEBUG"),
+        "{:?}",
+        ends[0].fields
+    );
 
     assert!(proxy.terminate().await.success());
     let ran = cli(

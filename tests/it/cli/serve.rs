@@ -89,6 +89,7 @@ async fn zero_config_generates_a_password_once_and_reset_replaces_it() {
     );
     assert_not_logged(&proxy, &first);
     proxy.assert_no_secret(&[DEFAULT_CODE]);
+    let first_stdout = proxy.stdout();
     let users_file = state.path().join("local-users");
     let stored = std::fs::read_to_string(&users_file).expect("local-users written");
     assert!(
@@ -107,8 +108,27 @@ async fn zero_config_generates_a_password_once_and_reset_replaces_it() {
     assert_eq!(std::fs::read_to_string(&users_file).expect("kept"), stored);
     proxy.assert_no_secret(&[DEFAULT_CODE, &first]);
 
-    // reset-password prints a new one; the next start takes it and refuses the old one.
-    let ran = cli(&["reset-password"], &env, None, state.path())
+    // reset-password, run exactly as the banner printed it (its variables and nothing
+    // else: no code), prints a new one; the next start takes it and refuses the old one.
+    let printed = first_stdout
+        .lines()
+        .find_map(|l| l.split_once("Lost it? A new one: ").map(|(_, c)| c))
+        .expect("the banner names the reset command")
+        .split(" (from a checkout")
+        .next()
+        .expect("command")
+        .to_string();
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    let program = words
+        .iter()
+        .position(|w| *w == "qqmail-proxy")
+        .unwrap_or_else(|| panic!("{printed}"));
+    let vars: Vec<(&str, &str)> = words[..program]
+        .iter()
+        .map(|w| w.split_once('=').unwrap_or_else(|| panic!("{printed}")))
+        .collect();
+    let elsewhere = tempfile::tempdir().expect("another working directory");
+    let ran = cli(&words[program + 1..], &vars, None, elsewhere.path())
         .await
         .success();
     let second = value_after(&ran.stdout, "password:").expect("a new password");
