@@ -401,8 +401,19 @@ pub fn hash_password(password: &Secret) -> Result<String, argon2::password_hash:
         .map(|h| h.to_string())
 }
 
-/// Checks a password against a PHC string, honouring the parameters stored in it.
+/// Whether `hash` is a bcrypt hash (`$2a$`, `$2b$`, `$2y$`: what `htpasswd -B` and
+/// smtprelay's users file hold), accepted beside argon2 so such files work unchanged.
+pub fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+}
+
+/// Checks a password against a PHC string (argon2), honouring the parameters stored in
+/// it, or against a bcrypt hash.
 pub fn verify_password(password: &Secret, phc: &str) -> bool {
+    if is_bcrypt(phc) {
+        // bcrypt reads at most 72 bytes; a longer password must not pass on its prefix.
+        return password.len() <= 72 && bcrypt::verify(password.expose(), phc).unwrap_or(false);
+    }
     match PasswordHash::new(phc) {
         Ok(hash) => Argon2::default()
             .verify_password(password.expose(), &hash)

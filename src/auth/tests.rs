@@ -311,6 +311,35 @@ fn hashes_verify_and_generated_passwords_differ() {
     assert!(!verify_password(&p, "not a hash"));
 }
 
+/// htpasswd -B writes `$2y$`, smtprelay `$2a$`/`$2b$`: all verify; a password longer
+/// than bcrypt's 72 bytes never passes on its prefix.
+#[test]
+fn bcrypt_hashes_verify() {
+    let p = Secret::from("Pr1nter-Pa55");
+    for v in [
+        bcrypt::Version::TwoA,
+        bcrypt::Version::TwoB,
+        bcrypt::Version::TwoY,
+    ] {
+        let h = bcrypt::hash_with_result("Pr1nter-Pa55", 4)
+            .unwrap()
+            .format_for_version(v);
+        assert!(
+            is_bcrypt(&h) && crate::config::check_hash(&h).is_ok(),
+            "{h}"
+        );
+        assert!(verify_password(&p, &h), "{h}");
+        assert!(!verify_password(&Secret::from("Pr1nter-Pa56"), &h));
+    }
+    let long = "x".repeat(72);
+    let h = bcrypt::hash(&long, 4).unwrap();
+    assert!(verify_password(&Secret::from(long.as_str()), &h));
+    assert!(!verify_password(
+        &Secret::from(format!("{long}y").as_str()),
+        &h
+    ));
+}
+
 /// Sessions begun before a reload keep the old authenticator, but the lockout policy in
 /// force is the newest one: an old, shorter `lockout_duration` must not end a lockout
 /// early for everyone.

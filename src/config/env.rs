@@ -145,16 +145,17 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
                 "set only one of QQMAIL_USERS and QQMAIL_USERS_FILE",
             ))
         }
-        (Some(v), None) => Some(("QQMAIL_USERS", v)),
+        (Some(v), None) => Some(("QQMAIL_USERS".to_string(), v)),
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| invalid("QQMAIL_USERS_FILE", format!("cannot read {path}: {e}")))?;
-            Some(("QQMAIL_USERS_FILE", text))
+            // Errors name the file: "QQMAIL_USERS_FILE /etc/users line 3".
+            Some((format!("QQMAIL_USERS_FILE {path}"), text))
         }
         (None, None) => None,
     };
     if let Some((var, text)) = users_text {
-        raw.user = parse_users(var, &text)?;
+        raw.user = parse_users(&var, &text)?;
     }
     if let Some(v) = get("QQMAIL_ALLOW_UNAUTHENTICATED") {
         smtp(raw).allow_unauthenticated = Some(list(&v));
@@ -204,29 +205,32 @@ fn smtp(raw: &mut RawConfig) -> &mut RawSmtp {
 /// (htpasswd style; `#` starts a comment line).
 fn parse_users(var: &str, text: &str) -> Result<Vec<RawUser>, ConfigError> {
     let mut users = Vec::new();
-    for entry in text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| l.split_whitespace())
-    {
-        let mut parts = entry.splitn(3, ':');
-        let name = parts.next().unwrap_or_default();
-        let hash = parts.next().filter(|h| h.starts_with('$')).ok_or_else(|| {
-            invalid(
-                var,
-                format!(
-                    "entry starting {:?} is not name:hash (the hash comes from \
-                     `qqmail-proxy hash-password`)",
-                    name.chars().take(16).collect::<String>()
-                ),
-            )
-        })?;
-        users.push(RawUser {
-            name: Some(name.to_string()),
-            password_hash: Some(hash.to_string()),
-            account: parts.next().map(String::from),
-            delivery: None,
-        });
+    for (n, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        for entry in line.split_whitespace() {
+            let place = format!("{var} line {}", n + 1);
+            let mut parts = entry.splitn(3, ':');
+            let name = parts.next().unwrap_or_default();
+            let hash = parts.next().filter(|h| h.starts_with('$')).ok_or_else(|| {
+                invalid(
+                    &place,
+                    format!(
+                        "entry starting {:?} is not name:hash (the hash comes from \
+                         `qqmail-proxy hash-password` or `htpasswd -nB name`)",
+                        name.chars().take(16).collect::<String>()
+                    ),
+                )
+            })?;
+            users.push(RawUser {
+                name: Some(name.to_string()),
+                password_hash: Some(hash.to_string()),
+                account: parts.next().map(String::from),
+                delivery: None,
+                origin: Some(format!("{place} (user {name:?})")),
+            });
+        }
     }
     Ok(users)
 }

@@ -136,6 +136,10 @@ pub struct RawUser {
     pub account: Option<String>,
     /// `relay`, `queue` or `fallback`; default `[smtp] delivery`.
     pub delivery: Option<String>,
+    /// Where a user from the environment came from (`QQMAIL_USERS_FILE /path line 3`),
+    /// for error messages; `None`: the config file's `[[user]] #N`.
+    #[serde(skip)]
+    pub origin: Option<String>,
 }
 
 /// `[imap]` and `[pop3]`.

@@ -215,7 +215,7 @@ fn every_mistake_names_the_key_and_the_fix() {
                 "{ACCOUNT}\n[[user]]\nname = \"p\"\npassword_hash = \
                  \"$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E\"\n{SMTP}"
             ),
-            vec!["[[user]] #1 password_hash", "not argon2", "qqmail-proxy hash-password"],
+            vec!["[[user]] #1 password_hash", "neither argon2 nor bcrypt", "qqmail-proxy hash-password"],
         ),
         (
             "hash is not PHC",

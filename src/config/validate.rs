@@ -79,7 +79,11 @@ pub(super) fn validate(
     };
     let mut users = Vec::new();
     for (i, u) in raw.user.iter().enumerate() {
-        let key = |k: &str| format!("[[user]] #{} {k}", i + 1);
+        let place = u
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("[[user]] #{}", i + 1));
+        let key = |k: &str| format!("{place} {k}");
         let name = u
             .name
             .clone()
@@ -319,13 +323,19 @@ fn valid_address(email: &str) -> bool {
 
 /// Checks that a PHC string is an argon2 hash the proxy can verify.
 pub fn check_hash(hash: &str) -> Result<(), String> {
+    if crate::auth::is_bcrypt(hash) {
+        return hash
+            .parse::<bcrypt::HashParts>()
+            .map(|_| ())
+            .map_err(|e| format!("not a valid bcrypt hash ({e}); create one with `qqmail-proxy hash-password` or `htpasswd -nB`"));
+    }
     let parsed = argon2::PasswordHash::new(hash).map_err(|e| {
         format!("not a PHC password hash ({e}); create one with `qqmail-proxy hash-password`")
     })?;
     match parsed.algorithm.as_str() {
         "argon2id" | "argon2i" | "argon2d" => Ok(()),
         other => Err(format!(
-            "algorithm {other:?} is not argon2; create one with `qqmail-proxy hash-password`"
+            "algorithm {other:?} is neither argon2 nor bcrypt; create one with `qqmail-proxy hash-password`"
         )),
     }
 }

@@ -170,11 +170,73 @@ fn users_from_the_environment() {
     let names: Vec<&str> = c.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["scanner", "copier"]);
 
-    // An entry naming an account that does not exist is reported like the file's key.
+    // An entry naming an account that does not exist is reported by where it is.
     assert_error(
         "user for an unknown account",
         from_env(&[("QQMAIL_USERS", &format!("alice:{h}:work"))]),
-        &["[[user]] #1 account", "\"work\" not found"],
+        &[
+            "QQMAIL_USERS line 1 (user \"alice\") account",
+            "\"work\" not found",
+        ],
+    );
+}
+
+/// Issue 19 item 10: an htpasswd file from `htpasswd -B` (bcrypt, `$2y$`) or
+/// smtprelay (`$2a$`/`$2b$`) works unchanged; a bad line is named by file and line.
+#[test]
+fn users_file_takes_bcrypt_and_names_its_lines() {
+    let argon = hash();
+    let bcrypt = |v| {
+        bcrypt::hash_with_result("pw", 4)
+            .expect("bcrypt")
+            .format_for_version(v)
+    };
+    let y = bcrypt(bcrypt::Version::TwoY);
+    let b = bcrypt(bcrypt::Version::TwoB);
+    let f = Fixture::new();
+    let file = f.write(
+        "users",
+        &format!(
+            "scanner:{y}
+copier:{b}
+app:{argon}
+"
+        ),
+    );
+    let file = file.display().to_string();
+    let c = from_env(&[("QQMAIL_USERS_FILE", &file)]).expect("bcrypt users file");
+    let names: Vec<&str> = c.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["scanner", "copier", "app"]);
+
+    let bad = f.write(
+        "bad",
+        &format!(
+            "scanner:{y}
+# note
+copier:$2y$05$short
+"
+        ),
+    );
+    let bad = bad.display().to_string();
+    assert_error(
+        "a bad bcrypt line",
+        from_env(&[("QQMAIL_USERS_FILE", &bad)]),
+        &[
+            &format!("QQMAIL_USERS_FILE {bad} line 3"),
+            "copier",
+            "bcrypt",
+        ],
+    );
+    let bad = f.write(
+        "bad2",
+        "ok-line-missing-hash
+",
+    );
+    let bad = bad.display().to_string();
+    assert_error(
+        "an entry without a hash",
+        from_env(&[("QQMAIL_USERS_FILE", &bad)]),
+        &[&format!("QQMAIL_USERS_FILE {bad} line 1"), "name:hash"],
     );
 }
 
