@@ -30,6 +30,7 @@ use crate::secrets::Secret;
 mod budget;
 mod ceiling;
 mod failures;
+pub mod published;
 
 pub use budget::UserBudgets;
 use budget::{Bucket, BudgetPolicy, Ended};

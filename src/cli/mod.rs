@@ -154,7 +154,10 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::CheckConfig => {
-            let config = load_without_code(path)?;
+            let mut config = load_without_code(path)?;
+            config
+                .warnings
+                .extend(crate::auth::published::warnings(&config.users));
             print!("{}", describe::describe(&config));
             Ok(())
         }

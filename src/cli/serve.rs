@@ -54,6 +54,13 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         warn!("{w}");
     }
     log_nofile(crate::fdlimit::raise_nofile());
+    let users = config.users.clone();
+    // Off the start path: a hash check per user and published password.
+    std::thread::spawn(move || {
+        for w in crate::auth::published::warnings(&users) {
+            warn!("{w}");
+        }
+    });
     let admin = config.admin;
     let rt = build(config, Kept::default())?;
     describe(&rt);

@@ -442,3 +442,38 @@ async fn serve_with_a_bad_config_exits_non_zero_naming_the_key() {
         assert!(!logs.contains(DEFAULT_CODE), "{what}: the code leaked");
     }
 }
+
+/// Issue 19 item 9: a user whose password is one printed in the docs is warned about by
+/// `check-config` and at start; others are not.
+#[tokio::test]
+async fn a_published_password_is_warned_about() {
+    let ca = TestCa::new("cli published CA");
+    let b = ConfigBuilder::new(&ca)
+        .account(Account::new("main").smtp("127.0.0.1:4650"))
+        .user("printer", "local-password", "main")
+        .user("app", "Pr1nter-Pa55", "main")
+        .smtp("optional");
+    let path = b.dir().join("config.toml");
+    std::fs::write(&path, b.build()).expect("write config");
+    let path = path.display().to_string();
+    let env: Vec<(String, String)> = b.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ran = cli(&["check-config", "--config", &path], &env, None, b.dir())
+        .await
+        .success();
+    let warned: Vec<&str> = ran
+        .stdout
+        .lines()
+        .filter(|l| l.contains("printed in qqmail-proxy's documentation"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{}", ran.stdout);
+    assert!(warned[0].contains("\"printer\""), "{}", warned[0]);
+
+    let proxy = Proxy::start_built(&b, &[]).await;
+    proxy
+        .wait_for_log(
+            "printed in qqmail-proxy's documentation",
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+}
