@@ -1,7 +1,7 @@
-//! Operator commands that look at a configuration: `check-config` (describe, secrets
-//! masked), `check` (log in upstream with lettre for SMTP, async-imap for IMAP and the
-//! proxy's own POP3 client, one line per service with a hint), `send-test` and
-//! `healthcheck`.
+//! Operator commands that look at a configuration: `check` (log in upstream with lettre
+//! for SMTP and with the proxy's own IMAP and POP3 login code — what `serve` does — one
+//! line per service with a hint, each bounded by `upstream_timeout`), `send-test` and
+//! `healthcheck`. `check-config`'s output is `describe`'s.
 
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ fn smtp_transport(
     )
 }
 
-fn smtp_hint(e: &lettre::transport::smtp::Error) -> &'static str {
+fn smtp_hint(e: &lettre::transport::smtp::Error, server: &ServerAddr) -> &'static str {
     let text = e.to_string().to_ascii_lowercase();
     match e.status().map(|c| c.to_string()) {
         _ if text.contains("frequency") => "the provider is rate-limiting: wait 10-30 minutes",
@@ -57,64 +57,76 @@ fn smtp_hint(e: &lettre::transport::smtp::Error) -> &'static str {
         _ if text.contains("certificate") => {
             "certificate problem: check the clock; ca_file only for private CAs"
         }
-        _ if text.contains("refused") || text.contains("timed out") || text.contains("resolve") => {
+        _ if text.contains("timed out") => silence_hint(server),
+        _ if text.contains("refused") || text.contains("resolve") => {
             "network problem: check the server name, port, DNS and firewall"
         }
-        _ => "see the message above",
+        _ if e.is_permanent() => "the server refused it permanently: its reply is quoted above",
+        _ => "check the server name and port, and the reply quoted before this hint",
     }
 }
 
-async fn check_imap(
-    rt: &crate::runtime::Runtime,
-    a: &Account,
+/// The hint for a check that got no answer at all within the timeout.
+fn silence_hint(server: &ServerAddr) -> &'static str {
+    match server.security {
+        Security::StartTls => {
+            "nothing arrived: if this port speaks TLS at once (465, 993, 995), use \
+             tls://host:port (implicit) or port 587 for STARTTLS"
+        }
+        Security::Implicit => {
+            "nothing arrived: check the server name and port, and that this machine may reach \
+             the provider (firewall, proxy)"
+        }
+    }
+}
+
+/// Checks one service, never for longer than `timeout`: whatever step hangs (connect,
+/// TLS, a greeting that never comes), the line says so and the check goes on.
+async fn bounded(
     server: &ServerAddr,
     timeout: Duration,
+    check: impl std::future::Future<Output = Result<String, String>>,
 ) -> Result<String, String> {
-    if server.security == Security::StartTls {
-        // async-imap would need the plaintext dialog first; use the proxy's own client.
-        return crate::session::upstream_login(
-            rt,
-            crate::proto::Protocol::Imap,
-            a,
-            crate::session::Purpose::Plain,
-        )
+    tokio::time::timeout(timeout, check)
         .await
-        .map(|_| "OK (STARTTLS)".to_string())
-        .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
-    }
-    let tls = rt.upstream_tls(a).ok_or("no TLS config")?;
-    let tcp = crate::net::connect(&server.host, server.port, timeout)
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {} — {}",
+                super::describe::duration(timeout),
+                silence_hint(server)
+            ))
+        })
+}
+
+/// Logs in the way `serve` does (the same code, TLS and hints).
+async fn check_login(
+    rt: &crate::runtime::Runtime,
+    a: &Account,
+    protocol: crate::proto::Protocol,
+) -> Result<String, String> {
+    crate::session::upstream_login(rt, protocol, a, crate::session::Purpose::Plain)
         .await
-        .map_err(|e| {
-            format!("cannot reach {server}: {e} — check the server name, port and firewall")
-        })?;
-    let stream = tokio::time::timeout(
-        timeout,
-        crate::tls::upstream::handshake(tls, &server.host, tcp),
-    )
-    .await
-    .map_err(|_| format!("{server}: TLS handshake timed out"))?
-    .map_err(|e| format!("{server}: {e}"))?;
-    let mut client = async_imap::Client::new(stream);
-    let _greeting = tokio::time::timeout(timeout, client.read_response())
-        .await
-        .map_err(|_| format!("{server}: no greeting"))?;
-    let code = a.code.expose_str().unwrap_or_default().to_string();
-    match tokio::time::timeout(timeout, client.login(&a.email, &code)).await {
-        Err(_) => Err(format!("{server}: LOGIN timed out")),
-        Ok(Err((e, _))) => Err(format!(
-            "{server}: {e} — the authorization code is wrong or was revoked, or IMAP is off: \
-             generate a new one in QQ Mail → Settings → Account"
-        )),
-        Ok(Ok(mut session)) => {
-            let _ = session.logout().await;
-            Ok("OK".into())
-        }
+        .map(|_| "OK".to_string())
+        .map_err(|e| match e.hint() {
+            Some(hint) => format!("{e} — {hint}"),
+            None => e.to_string(),
+        })
+}
+
+async fn check_smtp(a: &Account, server: &ServerAddr, timeout: Duration) -> Result<String, String> {
+    match smtp_transport(a, server, timeout) {
+        Ok(t) => match t.test_connection().await {
+            Ok(true) => Ok("OK".to_string()),
+            Ok(false) => Err("connected but NOOP failed".to_string()),
+            Err(e) => Err(format!("{e} — {}", smtp_hint(&e, server))),
+        },
+        Err(e) => Err(format!("{e:#}")),
     }
 }
 
 /// `qqmail-proxy check`: one line per account and service; an error if any failed.
 pub fn check(config: &Config) -> Result<()> {
+    use crate::proto::Protocol;
     let users: Vec<crate::config::User> = Vec::new();
     let rt = crate::runtime::Runtime::build_for_check(config, &users)?;
     let timeout = config.limits.upstream_timeout;
@@ -122,30 +134,17 @@ pub fn check(config: &Config) -> Result<()> {
         let mut failures = 0;
         for a in &config.accounts {
             if let Some(server) = &a.smtp {
-                let line = match smtp_transport(a, server, timeout) {
-                    Ok(t) => match t.test_connection().await {
-                        Ok(true) => Ok("OK".to_string()),
-                        Ok(false) => Err("connected but NOOP failed".to_string()),
-                        Err(e) => Err(format!("{e} — {}", smtp_hint(&e))),
-                    },
-                    Err(e) => Err(format!("{e:#}")),
-                };
+                let line = bounded(server, timeout, check_smtp(a, server, timeout)).await;
                 failures += report(a, "smtp", server, line);
             }
-            if let Some(server) = &a.imap {
-                failures += report(a, "imap", server, check_imap(&rt, a, server, timeout).await);
-            }
-            if let Some(server) = &a.pop3 {
-                let line = crate::session::upstream_login(
-                    &rt,
-                    crate::proto::Protocol::Pop3,
-                    a,
-                    crate::session::Purpose::Plain,
-                )
-                .await
-                .map(|_| "OK".to_string())
-                .map_err(|e| format!("{e} — {}", e.hint().unwrap_or("")));
-                failures += report(a, "pop3", server, line);
+            for (name, server, protocol) in [
+                ("imap", &a.imap, Protocol::Imap),
+                ("pop3", &a.pop3, Protocol::Pop3),
+            ] {
+                if let Some(server) = server {
+                    let line = bounded(server, timeout, check_login(&rt, a, protocol)).await;
+                    failures += report(a, name, server, line);
+                }
             }
         }
         failures
@@ -207,7 +206,7 @@ pub fn send_test(config: &Config, to: &str, account: Option<&str>) -> Result<()>
     let transport = smtp_transport(a, server, config.limits.upstream_timeout)?;
     let response = super::tokio()?
         .block_on(transport.send(message))
-        .map_err(|e| anyhow!("{e} — {}", smtp_hint(&e)))?;
+        .map_err(|e| anyhow!("{e} — {}", smtp_hint(&e, server)))?;
     println!(
         "sent: {} {}",
         response.code(),

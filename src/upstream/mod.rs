@@ -170,6 +170,13 @@ impl UpstreamError {
             UpstreamError::TempFail { .. } => {
                 Some("the provider refused the login for now (often rate limiting): try again later")
             }
+            UpstreamError::Timeout {
+                stage: "greeting", ..
+            } => Some(
+                "the server sent no greeting: a port that speaks TLS at once (465, 993, 995) \
+                 needs tls://host:port (implicit TLS); for STARTTLS use its plaintext port \
+                 (SMTP 587)",
+            ),
             UpstreamError::Connect { .. } | UpstreamError::Timeout { .. } => Some(
                 "check the server name and port, DNS, and that this machine may reach the provider \
                  (firewall, proxy)",

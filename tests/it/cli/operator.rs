@@ -126,6 +126,50 @@ async fn check_reports_a_rejected_code_with_the_hint_and_fails() {
     assert!(!ran.stdout.contains(DEFAULT_CODE) && !ran.stderr.contains(DEFAULT_CODE));
 }
 
+/// Issue 19 item 8: `starttls://` aimed at an implicit-TLS port (the server waits for a
+/// ClientHello, the client for a greeting) ends within the timeout, with the hint.
+#[tokio::test]
+async fn check_never_hangs_on_starttls_aimed_at_an_implicit_port() {
+    let ca = TestCa::new("cli check silent CA");
+    let up = upstreams(&ca, false).await;
+    let b = ConfigBuilder::new(&ca)
+        .account(
+            Account::new("main")
+                .smtp(format!("starttls://127.0.0.1:{}", up.smtp.addr().port()))
+                .imap(format!("starttls://127.0.0.1:{}", up.imap.addr().port()))
+                .pop3(""),
+        )
+        .user("printer", "Pr1nter-Pa55", "main")
+        .smtp("optional")
+        .limit("upstream_timeout", "\"2s\"");
+    let path = b.dir().join("config.toml");
+    std::fs::write(&path, b.build()).expect("write config");
+    let path = path.display().to_string();
+    let env = env_of(&b);
+    // `cli` gives up after its own deadline (60 s): a hang fails the test.
+    let ran = cli(
+        &["check", "--config", &path],
+        &borrowed(&env),
+        None,
+        b.dir(),
+    )
+    .await
+    .failure();
+    for service in ["smtp", "imap"] {
+        let line = line_for(&ran.stdout, service);
+        assert!(line.contains("FAILED"), "{line}");
+        assert!(
+            line.contains("tls://host:port") && line.contains("587"),
+            "{service} line lacks the hint: {line}"
+        );
+    }
+    assert!(
+        !ran.stdout.contains("see the message above"),
+        "{}",
+        ran.stdout
+    );
+}
+
 #[tokio::test]
 async fn send_test_delivers_through_the_account() {
     let ca = TestCa::new("cli send-test CA");
