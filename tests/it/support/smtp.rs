@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -562,40 +562,6 @@ fn roll(fault: &Fault) -> bool {
     }
 }
 
-/// A bounded line read: the line with its terminator, EOF, or over-long.
-enum Line {
-    Eof,
-    TooLong,
-    Full(Vec<u8>),
-}
-
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Line> {
-    let mut line = Vec::new();
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(Line::Eof);
-        }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Ok(Line::TooLong);
-        }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take);
-        if done {
-            return Ok(Line::Full(line));
-        }
-    }
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
 /// The mail transaction (RFC 5321 §3.3).
 enum Txn {
     Idle,
@@ -613,4 +579,7 @@ struct Session<'a> {
     txn: Txn,
 }
 
+mod lines;
 mod session;
+
+use lines::{read_line, trim_eol, Line};
