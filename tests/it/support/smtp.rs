@@ -1,6 +1,7 @@
 //! A fake upstream SMTP server standing in for smtp.qq.com:465: QQ's EHLO, AUTH texts and
 //! sender rule, scripted faults, closes on demand (a 421 to the next command, or to idle
-//! connections), and a recording of every command, AUTH attempt and message.
+//! connections), a [`Flap`] switch (down for a while, then up), and a recording of every
+//! command, AUTH attempt and message.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -285,6 +286,12 @@ struct Recording {
     closes_421: usize,
     /// The bytes of each DATA that ended without its terminator.
     cut_off: Vec<Vec<u8>>,
+    /// The [`Flap`] switch.
+    flap: Flap,
+    /// Connections refused by [`Flap::Refusing`].
+    flap_refused: usize,
+    /// Messages deferred by [`Flap::Deferring`].
+    flap_deferred: usize,
 }
 
 struct Shared {
@@ -579,7 +586,9 @@ struct Session<'a> {
     txn: Txn,
 }
 
+mod flap;
 mod lines;
 mod session;
 
+pub use flap::Flap;
 use lines::{read_line, trim_eol, Line};
