@@ -1,6 +1,7 @@
 //! The queue against real failures: the store through the library API (the process
 //! killed with SIGKILL mid-write, a filesystem that runs out of space), and the real
-//! binary end to end (killed while clients send and the upstream flaps).
+//! binary end to end (killed while clients send and the upstream flaps; a full disk and
+//! `max_size` under a session).
 
 mod commands;
 mod crash;
