@@ -3,7 +3,9 @@
 //! acknowledged before is intact), then through an SMTP session of the real binary, and
 //! over `[queue] max_size`: the client gets `452 4.3.1`, never 250, with a clear log
 //! line; every message acknowledged before is delivered once the upstream is up; and
-//! once deliveries freed the room, new messages are taken again.
+//! once deliveries freed the room, new messages are taken again. Last, a disk that fills
+//! up during a delivery: the new state cannot be written, yet a recipient the upstream
+//! accepted is not sent the message again.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,6 +145,54 @@ async fn over_max_size_through_a_session_is_452_and_loses_nothing() {
     delivered_then_taken_again(&fake, &mut c, &acked).await;
     assert!(proxy.terminate().await.success());
     drop(ca);
+}
+
+/// The disk fills up while a message is being delivered: its first recipient is taken,
+/// the second deferred, and the new state cannot be written. The retry must still go to
+/// the second recipient only: a recipient the upstream accepted is never sent the
+/// message again (issue 12), full disk or not.
+#[tokio::test]
+async fn disk_full_at_delivery_never_resends_to_a_delivered_recipient() {
+    const OTHER: &str = "second@example.com";
+    let dir = tempfile::tempdir().unwrap();
+    let _mount = mount_small_tmpfs(&dir.path().join("small"));
+    let queue = queue_section(&dir.path().join("small/queue"), "retry_max = \"2s\"\n");
+    let ca = TestCa::new("it-queue-full-rcpt CA");
+    let opts =
+        SmtpOptions::implicit(&ca).rcpt_replies(OTHER, &["451 4.2.1 Mailbox busy, try later"]);
+    let fake = FakeSmtp::start(opts);
+    fake.set_flap(Flap::Refusing);
+    let (proxy, _builder) = start(&ca, fake.config_server(), &queue).await;
+    let mut c = logged_in(&proxy).await;
+    let text = scan(1, 10_000);
+    let r = c.send_message(&[RCPT, OTHER], &dot_stuff(&text)).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    fill(&dir.path().join("small/filler"));
+    fake.set_flap(Flap::Up);
+    let got = fake.wait_messages(2, DELIVERY_WAIT).await;
+    assert_eq!(got[0].rcpt_to, [RCPT], "first attempt: {got:?}");
+    assert_eq!(
+        got[1].rcpt_to,
+        [OTHER],
+        "the retry went again to a delivered recipient"
+    );
+    assert!(got.iter().all(|m| m.data == recorded_form(&text)));
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    let line = proxy.wait_for_log("could not record", WAIT).await;
+    assert!(line.contains("no space left"), "{line}");
+    assert!(proxy.terminate().await.success());
+}
+
+/// Writes `path` until the filesystem has not one byte left.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let buf = vec![0u8; 64 * 1024];
+    for chunk in [64 * 1024, 4096, 1] {
+        while f.write_all(&buf[..chunk]).is_ok() {}
+    }
+    let err = f.write_all(b"x").and_then(|()| f.sync_all());
+    assert!(err.is_err(), "the filesystem never filled up");
 }
 
 /// A fake upstream that refuses every connection (down until told otherwise), and the
