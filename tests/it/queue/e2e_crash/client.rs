@@ -58,6 +58,9 @@ pub(crate) async fn run(
     progress: Arc<watch::Sender<Counts>>,
     count: usize,
 ) -> Vec<Sent> {
+    // Counted as done however the task ends, so a panicking client cannot leave the
+    // killer waiting for acknowledgements forever (its panic surfaces at the join).
+    let _done = Done(progress.clone());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut sent = Vec::with_capacity(count);
     let mut conn: Option<Conn> = None;
@@ -83,11 +86,19 @@ pub(crate) async fn run(
         }
         sent.push(Sent { id, text, outcome });
     }
-    progress.send_modify(|p| p.done += 1);
     if let Some(mut c) = conn {
         let _ = c.command("QUIT").await;
     }
     sent
+}
+
+/// Bumps the finished clients' count when dropped.
+struct Done(Arc<watch::Sender<Counts>>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.send_modify(|p| p.done += 1);
+    }
 }
 
 /// A message of random size (mostly small, one in ten over 40 KB, so that kills land
