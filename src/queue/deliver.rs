@@ -2,7 +2,9 @@
 //! messages from the [`super::store`], logs in upstream once per batch, sends each
 //! message ([`conversation`]), settles the result through the one table ([`settle`],
 //! [`super::classify`], [`super::schedule`]), and writes the new state durably before
-//! anything else may send the message again. Bounces go back into the queue ([`super::dsn`]).
+//! anything else may send the message again; a state the disk refuses (full, read-only)
+//! is kept in memory and overrides the stale file until it is written (`unrecorded`).
+//! Bounces go back into the queue ([`super::dsn`]).
 //!
 //! The server builds the [`Deliverer`] with the session layer's connector
 //! (`crate::session::queue`, so this module never depends on sessions), pokes
@@ -28,6 +30,7 @@ use crate::upstream::UpstreamError;
 
 pub mod conversation;
 pub mod settle;
+mod unrecorded;
 mod worker;
 
 pub use conversation::Timeouts;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::conversation::{self, Ending};
 use super::settle::settle;
+use super::unrecorded::Unrecorded;
 use super::{blocking, AccountRef, AccountStatus, Clock, Connector, Settings};
 use crate::net::LineStream;
 use crate::queue::classify::{classify, Class, Outcome};
@@ -57,6 +58,8 @@ pub(super) struct Worker<C> {
     login_failures: u32,
     /// Consecutive `535`s.
     code_refusals: u32,
+    /// States the store could not write; they override the stale files.
+    unrecorded: Unrecorded,
 }
 
 impl<C: Connector> Worker<C> {
@@ -67,6 +70,7 @@ impl<C: Connector> Worker<C> {
             standing: Standing::Open,
             login_failures: 0,
             code_refusals: 0,
+            unrecorded: Unrecorded::default(),
             p,
         }
     }
@@ -126,11 +130,16 @@ impl<C: Connector> Worker<C> {
         }
     }
 
-    /// This account's messages, sorted by next attempt.
-    async fn load(&self) -> Option<Vec<Envelope>> {
+    /// This account's messages, sorted by next attempt: the files, overridden by the
+    /// states that could not be written (tried again first).
+    async fn load(&mut self) -> Option<Vec<Envelope>> {
+        self.unrecorded.flush(&self.p.store).await;
         let id = self.p.account.id.clone();
         match blocking(&self.p.store, |s| s.list()).await {
-            Ok(all) => Some(all.into_iter().filter(|e| e.account == id).collect()),
+            Ok(all) => {
+                let mine = all.into_iter().filter(|e| e.account == id).collect();
+                Some(self.unrecorded.overlay(mine))
+            }
             Err(e) => {
                 warn!(account = %id, error = %e, "queue: cannot read the queue");
                 None
@@ -148,6 +157,7 @@ impl<C: Connector> Worker<C> {
                 }
             }
             let now = self.p.clock.now();
+            self.unrecorded.apply(&req, now);
             if let Err(e) = blocking(&self.p.store, move |s| s.apply(&req, now)).await {
                 warn!(account = %self.p.account.id, error = %e, "queue: could not apply an operator's request");
             }
@@ -267,7 +277,7 @@ impl<C: Connector> Worker<C> {
                 text: e.to_string().into_bytes(),
             });
             AccountStatus::count(&self.p.status.deferred);
-            let _ = blocking(&self.p.store, move |s| s.update(&env)).await;
+            self.unrecorded.record(&self.p.store, env).await;
         }
     }
 
@@ -312,9 +322,7 @@ impl<C: Connector> Worker<C> {
                 if s.account_wide {
                     self.standing = Standing::PausedUntil(at);
                 }
-                if let Err(e) = blocking(&self.p.store, move |st| st.update(&env)).await {
-                    warn!(%id, error = %e, "queue: could not record a delivery attempt");
-                }
+                self.unrecorded.record(&self.p.store, env).await;
             }
         }
         a.reusable
@@ -333,7 +341,7 @@ impl<C: Connector> Worker<C> {
                 warn!(id = %env.id, error = %e, "queue: could not queue a bounce; the message stays queued");
                 let mut env = env;
                 env.next_attempt = self.p.clock.now() + self.p.settings.policy.retry_min;
-                let _ = blocking(&self.p.store, move |s| s.update(&env)).await;
+                self.unrecorded.record(&self.p.store, env).await;
                 return;
             }
             AccountStatus::count(&self.p.status.bounced);
@@ -342,8 +350,14 @@ impl<C: Connector> Worker<C> {
             AccountStatus::count(&self.p.status.delivered);
         }
         let id = env.id.clone();
-        if let Err(e) = blocking(&self.p.store, move |s| s.remove(&id)).await {
-            warn!(id = %env.id, error = %e, "queue: could not remove a finished message");
+        match blocking(&self.p.store, move |s| s.remove(&id)).await {
+            Ok(()) => self.unrecorded.forget(&env.id),
+            Err(e) => {
+                warn!(id = %env.id, error = %e, "queue: could not remove a finished message");
+                // Its finished state outlives the stale file: it is never sent again,
+                // and the removal is tried again when it comes up.
+                self.unrecorded.keep(env);
+            }
         }
     }
 

@@ -1,9 +1,12 @@
-//! The queue's store against real failures, through the library API: the process killed
-//! with SIGKILL mid-write, and a filesystem that runs out of space.
+//! The queue against real failures: the store through the library API (the process
+//! killed with SIGKILL mid-write, a filesystem that runs out of space), and the real
+//! binary end to end (killed while clients send and the upstream flaps; a full disk and
+//! `max_size` under a session).
 
 mod commands;
 mod crash;
 mod disk_full;
+mod e2e_crash;
 mod fallback;
 mod outcomes;
 mod serve;

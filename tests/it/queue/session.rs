@@ -10,7 +10,7 @@ use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_USER};
 
 /// `[queue]` in `dir` with a short first retry, plus `extra` lines.
-fn queue_section(dir: &std::path::Path, extra: &str) -> String {
+pub(super) fn queue_section(dir: &std::path::Path, extra: &str) -> String {
     format!(
         "\n[queue]\ndir = {}\nretry_min = \"1s\"\n{extra}",
         toml_str(&dir.display().to_string())
@@ -18,7 +18,7 @@ fn queue_section(dir: &std::path::Path, extra: &str) -> String {
 }
 
 /// The proxy in queue mode for user `printer`, its account's upstream at `server`.
-async fn start(ca: &TestCa, server: String, queue: &str) -> (Proxy, ConfigBuilder) {
+pub(super) async fn start(ca: &TestCa, server: String, queue: &str) -> (Proxy, ConfigBuilder) {
     let builder = ConfigBuilder::new(ca)
         .account(Account::new("main").smtp(server))
         .user(USER, PASSWORD, "main")
@@ -31,7 +31,7 @@ async fn start(ca: &TestCa, server: String, queue: &str) -> (Proxy, ConfigBuilde
     (proxy, builder)
 }
 
-async fn logged_in(proxy: &Proxy) -> Client {
+pub(super) async fn logged_in(proxy: &Proxy) -> Client {
     let mut c = Client::connect(proxy.smtp_addr()).await;
     c.ehlo().await;
     let r = c.auth_plain(USER, PASSWORD).await;

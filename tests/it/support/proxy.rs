@@ -413,6 +413,24 @@ impl Proxy {
         self.shared.lock().exit.expect("exit status")
     }
 
+    /// Sends SIGKILL (`kill -KILL <pid>`): a crash at this very instant, with no chance to
+    /// flush or clean up; waits (10 s at most) for the exit. A new [`Proxy`] started on
+    /// the same config (same `state_dir`, same `[queue] dir`) is the restart.
+    pub async fn kill(&self) -> ExitStatus {
+        if self.shared.lock().exit.is_none() {
+            let sent = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status()
+                .expect("run kill");
+            assert!(sent.success(), "kill -KILL {} failed", self.pid);
+        }
+        self.wait("the exit after SIGKILL", TERM_DEADLINE, |i| {
+            i.exit.is_some()
+        })
+        .await;
+        self.shared.lock().exit.expect("exit status")
+    }
+
     /// The exit status, if the process has exited.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.shared.lock().exit

@@ -1,6 +1,7 @@
 //! A fake upstream SMTP server standing in for smtp.qq.com:465: QQ's EHLO, AUTH texts and
 //! sender rule, scripted faults, closes on demand (a 421 to the next command, or to idle
-//! connections), and a recording of every command, AUTH attempt and message.
+//! connections), a [`Flap`] switch (down for a while, then up), and a recording of every
+//! command, AUTH attempt and message.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -285,6 +286,12 @@ struct Recording {
     closes_421: usize,
     /// The bytes of each DATA that ended without its terminator.
     cut_off: Vec<Vec<u8>>,
+    /// The [`Flap`] switch.
+    flap: Flap,
+    /// Connections refused by [`Flap::Refusing`].
+    flap_refused: usize,
+    /// Messages deferred by [`Flap::Deferring`].
+    flap_deferred: usize,
 }
 
 struct Shared {
@@ -562,40 +569,6 @@ fn roll(fault: &Fault) -> bool {
     }
 }
 
-/// A bounded line read: the line with its terminator, EOF, or over-long.
-enum Line {
-    Eof,
-    TooLong,
-    Full(Vec<u8>),
-}
-
-async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, max: usize) -> std::io::Result<Line> {
-    let mut line = Vec::new();
-    loop {
-        let buf = r.fill_buf().await?;
-        if buf.is_empty() {
-            return Ok(Line::Eof);
-        }
-        let (take, done) = match buf.iter().position(|&b| b == b'\n') {
-            Some(i) => (i + 1, true),
-            None => (buf.len(), false),
-        };
-        if line.len() + take > max {
-            return Ok(Line::TooLong);
-        }
-        line.extend_from_slice(&buf[..take]);
-        r.consume(take);
-        if done {
-            return Ok(Line::Full(line));
-        }
-    }
-}
-
-fn trim_eol(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
-}
-
 /// The mail transaction (RFC 5321 §3.3).
 enum Txn {
     Idle,
@@ -613,4 +586,9 @@ struct Session<'a> {
     txn: Txn,
 }
 
+mod flap;
+mod lines;
 mod session;
+
+pub use flap::Flap;
+use lines::{read_line, trim_eol, Line};

@@ -41,11 +41,17 @@ impl<'a> Session<'a> {
         io.flush().await
     }
 
-    /// Sends the 220 greeting, or under [`Fault::NoGreeting`] swallows input until EOF.
+    /// Sends the 220 greeting (a 421 and an error while [`Flap::Refusing`]), or under
+    /// [`Fault::NoGreeting`] swallows input until EOF.
     pub(super) async fn greet<S: AsyncWrite + AsyncRead + Unpin>(
         &self,
         io: &mut Io<S>,
     ) -> IoResult<()> {
+        if self.shared.lock().flap == Flap::Refusing {
+            self.reply(io, flap::REFUSED_421.as_bytes()).await?;
+            self.shared.record(|r| r.flap_refused += 1);
+            return Err(std::io::ErrorKind::ConnectionRefused.into());
+        }
         match self.opts().fault {
             Fault::NoGreeting => {
                 let mut sink = [0u8; 1024];
@@ -474,6 +480,11 @@ impl<'a> Session<'a> {
             }
         }
         let data = seen.finish();
+        if self.shared.lock().flap == Flap::Deferring {
+            self.reply(io, flap::DEFERRED_451.as_bytes()).await?;
+            self.shared.record(|r| r.flap_deferred += 1);
+            return Ok(None);
+        }
         match &self.opts().fault {
             Fault::DropAfterDataBeforeReply => return Ok(Some(End::Drop)),
             Fault::RandomDrop { .. } if roll(&self.opts().fault) => return Ok(Some(End::Drop)),
