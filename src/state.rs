@@ -81,6 +81,16 @@ fn read_users(path: &Path, config: &Config) -> Result<Vec<User>, StateError> {
         };
         // Entries for accounts no longer configured are ignored.
         if let Some(idx) = config.accounts.iter().position(|a| a.id == account) {
+            // A login generated for another address (QQMAIL_EMAIL changed) must not
+            // open the new mailbox: it is retired, and a new one is generated.
+            if name != config.accounts[idx].email {
+                tracing::warn!(
+                    "the generated login {name:?} was made for another address; account \
+                     {account:?} is now {}: that login is retired and a new one is generated",
+                    config.accounts[idx].email
+                );
+                continue;
+            }
             users.push(User {
                 name: name.to_string(),
                 password_hash: hash.to_string(),
@@ -126,10 +136,17 @@ pub fn local_users(
 ) -> Result<(Vec<User>, Vec<Generated>), StateError> {
     // The directory also holds the generated key: judged even when users are configured.
     trust::check(&config.state_dir, Kind::PrivateDir)?;
+    let path = users_file(config);
     if !config.users.is_empty() {
+        if path.exists() {
+            tracing::info!(
+                "{} (the generated logins) is not used: the configuration defines [[user]] \
+                 entries",
+                path.display()
+            );
+        }
         return Ok((config.users.clone(), Vec::new()));
     }
-    let path = users_file(config);
     let mut users = if reset {
         Vec::new()
     } else {

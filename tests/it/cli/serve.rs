@@ -241,3 +241,43 @@ async fn the_example_config_keeps_its_state_beside_itself() {
         "the proxy wrote into its working directory: {left:?}"
     );
 }
+
+/// Issue 19 item 7: a generated login belongs to the address it was made for. When
+/// QQMAIL_EMAIL changes, the old login is retired (logged) and a new one printed; a config
+/// with its own [[user]] entries says the generated file is not used.
+#[tokio::test]
+async fn a_generated_login_is_tied_to_its_address() {
+    let state = tempfile::tempdir().expect("state dir");
+    let state_dir = state.path().display().to_string();
+    let start = |email: &'static str| {
+        let env = [
+            ("QQMAIL_EMAIL", email),
+            ("QQMAIL_AUTH_CODE", DEFAULT_CODE),
+            ("QQMAIL_STATE_DIR", state_dir.as_str()),
+            ("QQMAIL_SMTP_LISTEN", "127.0.0.1:0"),
+            ("QQMAIL_IMAP_LISTEN", ""),
+            ("QQMAIL_POP3_LISTEN", ""),
+        ];
+        Proxy::launch(launch_with_args(&["serve"]).env(&env))
+    };
+    let proxy = start("old@qq.com").await;
+    proxy.wait_for_stdout("password:", WAIT).await;
+    assert!(proxy.stdout().contains("user:     old@qq.com"));
+    assert!(proxy.terminate().await.success());
+
+    let proxy = start("new@qq.com").await;
+    proxy.wait_for_stdout("password:", WAIT).await;
+    assert!(proxy.stdout().contains("user:     new@qq.com"), "{}", proxy.stdout());
+    proxy
+        .wait_for_log("\\\"old@qq.com\\\" was made for another address", WAIT)
+        .await;
+    assert!(proxy.terminate().await.success());
+    let stored = std::fs::read_to_string(state.path().join("local-users")).expect("users");
+    assert!(!stored.contains("old@qq.com"), "{stored}");
+
+    // The same start again: nothing retired, nothing printed.
+    let proxy = start("new@qq.com").await;
+    assert!(proxy.terminate().await.success());
+    assert!(!proxy.stdout().contains("password:"));
+    assert!(!proxy.logs().contains("another address"));
+}
