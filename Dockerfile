@@ -57,10 +57,10 @@ COPY --from=binary --chown=65532:65532 /out/var-lib/ /var/lib/
 # on 127.0.0.1 (or a LAN address for printers) with -p.
 # MALLOC_MMAP_THRESHOLD_: argon2's 19 MiB working memory goes back to the system after
 # each password check instead of staying in glibc's heap (RSS ~7 MiB instead of ~27).
-ENV QQMAIL_SMTP_LISTEN=0.0.0.0:2525 \
-    QQMAIL_IMAP_LISTEN=0.0.0.0:1143 \
-    QQMAIL_POP3_LISTEN=0.0.0.0:1110 \
-    QQMAIL_STATE_DIR=/var/lib/qqmail-proxy \
+# QQMAIL_DEFAULTS=container: listeners on 0.0.0.0:2525/1143/1110 and state in the volume
+# — as defaults only: a mounted config (QQMAIL_CONFIG) wins over them, and -e variables
+# win over the file.
+ENV QQMAIL_DEFAULTS=container \
     MALLOC_MMAP_THRESHOLD_=131072
 USER 65532:65532
 VOLUME ["/var/lib/qqmail-proxy"]

@@ -133,6 +133,7 @@ impl Runtime {
             queue: config.queue.clone(),
             warnings: Vec::new(),
             file: config.file.clone(),
+            listen_origins: Vec::new(),
         };
         Ok(Runtime {
             auth: Authenticator::new(

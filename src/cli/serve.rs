@@ -53,6 +53,9 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
     for w in &config.warnings {
         warn!("{w}");
     }
+    for origin in &config.listen_origins {
+        info!("{origin}");
+    }
     log_nofile(crate::fdlimit::raise_nofile());
     let users = config.users.clone();
     // Off the start path: a hash check per user and published password.

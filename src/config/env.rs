@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::raw::{RawAccount, RawConfig, RawListener, RawSmtp, RawUser};
-use super::{invalid, ConfigError, DEFAULT_IMAP_LISTEN, DEFAULT_POP3_LISTEN, DEFAULT_SMTP_LISTEN};
+use super::{invalid, ConfigError};
 
 /// Where variables come from: the process, or a map in tests.
 pub trait Env {
@@ -49,30 +49,16 @@ fn list(value: &str) -> Vec<String> {
 }
 
 /// Applies the environment to `raw`. Without a file (`file_given == false`) the
-/// environment must describe an account, and all three gateways get their default
-/// loopback listeners.
+/// environment must describe an account (the gateways' default listeners were filled in
+/// by `config::defaults`).
 pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(), ConfigError> {
     let get = |name: &str| env.var(name);
-    if !file_given {
-        if get("QQMAIL_EMAIL").is_none() {
-            return Err(invalid(
-                "QQMAIL_EMAIL",
-                "not set and no --config file given: either run `qqmail-proxy serve --config FILE` \
-                 or set QQMAIL_EMAIL=12345@qq.com and QQMAIL_AUTH_CODE=<16-character code>",
-            ));
-        }
-        raw.smtp = Some(RawSmtp {
-            listen: Some(vec![DEFAULT_SMTP_LISTEN.into()]),
-            ..RawSmtp::default()
-        });
-        raw.imap = Some(RawListener {
-            listen: Some(vec![DEFAULT_IMAP_LISTEN.into()]),
-            starttls: None,
-        });
-        raw.pop3 = Some(RawListener {
-            listen: Some(vec![DEFAULT_POP3_LISTEN.into()]),
-            starttls: None,
-        });
+    if !file_given && get("QQMAIL_EMAIL").is_none() {
+        return Err(invalid(
+            "QQMAIL_EMAIL",
+            "not set and no --config file given: either run `qqmail-proxy serve --config FILE` \
+             or set QQMAIL_EMAIL=12345@qq.com and QQMAIL_AUTH_CODE=<16-character code>",
+        ));
     }
     // A variable that an account names in `auth_code_env` is that account's code, not an
     // override (the example config uses QQMAIL_AUTH_CODE that way).

@@ -13,6 +13,7 @@ use crate::proto::StartTlsMode;
 use crate::providers::{Provider, ServerAddr};
 use crate::secrets::Secret;
 
+mod defaults;
 pub mod env;
 mod queue;
 pub mod raw;
@@ -280,6 +281,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The config file read, made absolute (`None`: the environment alone).
     pub file: Option<PathBuf>,
+    /// Where each gateway's listen addresses came from (logged at start).
+    pub listen_origins: Vec<String>,
 }
 
 /// Default listen addresses when running from the environment alone.
@@ -302,6 +305,7 @@ impl Config {
         env: &dyn Env,
         need: CodeNeed,
     ) -> Result<Config, ConfigError> {
+        let defaults = defaults::Defaults::from_env(env)?;
         let mut legacy = None;
         let mut raw = match path {
             Some(p) => {
@@ -313,14 +317,20 @@ impl Config {
                     path: p.to_path_buf(),
                     message,
                 })?;
+                defaults.fill(&mut raw, true);
                 legacy = raw.resolve_paths(&config_dir(p));
                 raw
             }
             None => RawConfig::default(),
         };
+        let origins = defaults.origins(&raw, env, path.is_some());
+        if path.is_none() {
+            defaults.fill(&mut raw, false);
+        }
         env::apply(&mut raw, env, path.is_some())?;
         let mut config = validate::validate(raw, env, need)?;
         config.warnings.extend(legacy);
+        config.listen_origins = origins;
         config.file = path.map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
         Ok(config)
     }

@@ -196,6 +196,7 @@ pub(super) fn validate(
         queue,
         warnings,
         file: None,
+        listen_origins: Vec::new(),
     })
 }
 

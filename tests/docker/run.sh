@@ -309,6 +309,39 @@ if start_container proxy1 \
   fi
 fi
 
+# --- container 4: a mounted config wins over the image's defaults -------------------------
+# Only SMTP in the file: IMAP and POP3 stay off, although the image's defaults would open
+# them (QQMAIL_DEFAULTS=container); the log says where each listener came from.
+cat >"$work/config.toml" <<CONFIG
+[[account]]
+email = "$email"
+provider = "custom"
+smtp_server = "tls://localhost:$upstream_port"
+ca_file = "/etc/qqmail-proxy/ca.pem"
+auth_code_env = "QQMAIL_AUTH_CODE"
+
+[smtp]
+listen = ["127.0.0.1:$smtp_port"]
+CONFIG
+chmod 0644 "$work/config.toml"
+if pm run -d --name proxy4 "${run_opts[@]}" -e QQMAIL_AUTH_CODE="$code" \
+  -e QQMAIL_CONFIG=/etc/qqmail-proxy/config.toml \
+  -v "$work/config.toml:/etc/qqmail-proxy/config.toml:ro" \
+  -v "$work/ca.pem:/etc/qqmail-proxy/ca.pem:ro" "$image" >"$work/proxy4.id" 2>&1 \
+  && out=$(python3 "$here/client.py" wait-greeting "$smtp_port" 220 30 2>&1); then
+  log4=$(logfile proxy4)
+  if grep -q 'smtp listen from the config file' "$log4" \
+    && grep -q 'imap listen off (no section in the config file)' "$log4" \
+    && ! python3 "$here/client.py" wait-greeting "$imap_port" '* OK' 1 >/dev/null 2>&1; then
+    pass "a mounted config wins over the image defaults (IMAP/POP3 off, origins logged)"
+  else
+    fail "a mounted config wins over the image defaults" "$(tail -n 20 "$log4")"
+  fi
+else
+  fail "proxy4 (mounted config) started" "$out $(cat "$work/proxy4.id") $(pm logs proxy4 2>&1 | tail -n 20)"
+fi
+pm rm -f -t 10 proxy4 >/dev/null 2>&1
+
 # --- container 3: QQMAIL_USERS, read-only root, no capabilities --------------------------
 # --no-healthcheck: podman would try (and fail, without systemd) to schedule it.
 if hash=$(printf 'printer-secret' | pm run --rm -i --no-healthcheck "${run_opts[@]}" "$image" \

@@ -406,3 +406,70 @@ fn server_and_provider_variables_from_the_environment_alone() {
         assert_eq!(show(&a.pop3).as_deref(), *pop3, "{vars:?}");
     }
 }
+
+/// Issue 19 item 4: the container image's defaults (`QQMAIL_DEFAULTS=container`) are
+/// defaults: a mounted config file wins over them, explicit variables win over the file.
+#[test]
+fn container_defaults_yield_to_a_config_file_and_variables() {
+    let container = [("QQMAIL_DEFAULTS", "container")];
+    // The environment alone: every gateway on the container's addresses, state in the
+    // volume.
+    let c = from_env(&container).expect("container defaults");
+    let addrs = |l: &Option<crate::config::Listener>| {
+        l.as_ref()
+            .map(|l| l.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        addrs(&c.smtp.as_ref().map(|s| s.listener.clone())),
+        Some(vec!["0.0.0.0:2525".to_string()])
+    );
+    assert_eq!(addrs(&c.imap), Some(vec!["0.0.0.0:1143".to_string()]));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/qqmail-proxy"));
+    assert!(
+        c.listen_origins[0].contains("container defaults"),
+        "{:?}",
+        c.listen_origins
+    );
+
+    // A mounted config with only SMTP on 2626: only that, whatever the image says.
+    let f = Fixture::new();
+    let c = f.ok(
+        &format!("{ACCOUNT}\n[smtp]\nlisten = [\"0.0.0.0:2626\"]\n"),
+        &container,
+    );
+    assert_eq!(
+        addrs(&c.smtp.as_ref().map(|s| s.listener.clone())),
+        Some(vec!["0.0.0.0:2626".to_string()])
+    );
+    assert!(c.imap.is_none() && c.pop3.is_none());
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/qqmail-proxy"));
+    assert_eq!(
+        c.listen_origins,
+        [
+            "smtp listen from the config file",
+            "imap listen off (no section in the config file)",
+            "pop3 listen off (no section in the config file)"
+        ]
+    );
+    // A section without `listen` takes the container's address for it.
+    let c = f.ok(&format!("{ACCOUNT}\n[imap]\n"), &container);
+    assert_eq!(addrs(&c.imap), Some(vec!["0.0.0.0:1143".to_string()]));
+    // An explicit variable still wins over the file.
+    let c = f.ok(
+        &format!("{ACCOUNT}\n[smtp]\nlisten = [\"0.0.0.0:2626\"]\n"),
+        &[
+            ("QQMAIL_DEFAULTS", "container"),
+            ("QQMAIL_SMTP_LISTEN", "127.0.0.1:2700"),
+        ],
+    );
+    assert_eq!(
+        addrs(&c.smtp.as_ref().map(|s| s.listener.clone())),
+        Some(vec!["127.0.0.1:2700".to_string()])
+    );
+    assert_eq!(c.listen_origins[0], "smtp listen from QQMAIL_SMTP_LISTEN");
+    assert_error(
+        "unknown defaults",
+        from_env(&[("QQMAIL_DEFAULTS", "cloud")]),
+        &["QQMAIL_DEFAULTS", "\"container\""],
+    );
+}

@@ -267,7 +267,11 @@ async fn a_generated_login_is_tied_to_its_address() {
 
     let proxy = start("new@qq.com").await;
     proxy.wait_for_stdout("password:", WAIT).await;
-    assert!(proxy.stdout().contains("user:     new@qq.com"), "{}", proxy.stdout());
+    assert!(
+        proxy.stdout().contains("user:     new@qq.com"),
+        "{}",
+        proxy.stdout()
+    );
     proxy
         .wait_for_log("\\\"old@qq.com\\\" was made for another address", WAIT)
         .await;
