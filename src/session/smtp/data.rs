@@ -28,6 +28,7 @@ use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
 use crate::proto::smtp::header::{self, HeaderCollector, Headers};
+use crate::queue::classify::Stage;
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -94,7 +95,12 @@ impl Refusal {
 impl Relay<'_> {
     /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
     pub(super) async fn data(&mut self) -> bool {
-        let Some(r) = self.upstream_command(b"DATA\r\n").await else {
+        let r = self.upstream_command(b"DATA\r\n").await;
+        let refused = r.as_ref().is_none_or(|r| r.code != 354);
+        if refused && self.fallback_to_queue(Stage::Data, r.as_ref().ok_or(super::LOST)) {
+            return self.queued_data().await;
+        }
+        let Some(r) = r else {
             return self.upstream_lost().await;
         };
         if r.code != 354 {

@@ -49,6 +49,25 @@ impl Queued {
             env: Envelope::default(),
         }
     }
+
+    /// Queue mode taking over a transaction the upstream had begun to accept (fallback
+    /// after a temporary refusal): `sender` as sent upstream, and the recipients the
+    /// upstream accepted so far.
+    pub(super) fn carrying(
+        intake: Intake,
+        sender: String,
+        null_sender: bool,
+        recipients: Vec<String>,
+    ) -> Queued {
+        Queued {
+            intake: Some(intake),
+            env: Envelope {
+                sender,
+                null_sender,
+                recipients,
+            },
+        }
+    }
 }
 
 /// The address inside `<...>` of a MAIL or RCPT argument; `None` without brackets.
