@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::schedule::{Policy, Rate};
+use super::schedule::{Policy, Rate, QUOTA_UTC_OFFSET};
 use super::store::{Request, Store, StoreError};
 use crate::net::LineStream;
 use crate::upstream::UpstreamError;
@@ -93,7 +93,8 @@ pub struct Settings {
     pub rate: Option<Rate>,
     /// `daily_limit`, per account (0: none).
     pub daily_limit: u32,
-    /// The local zone's offset east of UTC in seconds (where `daily_limit`'s day starts).
+    /// Where `daily_limit`'s day starts, in seconds east of UTC (default
+    /// [`QUOTA_UTC_OFFSET`]: China's midnight, when QQ's quota resets).
     pub utc_offset: i32,
     /// Upstream reply timeouts.
     pub timeouts: Timeouts,
@@ -114,7 +115,7 @@ impl Settings {
             policy,
             rate,
             daily_limit,
-            utc_offset: 0,
+            utc_offset: QUOTA_UTC_OFFSET,
             timeouts: Timeouts {
                 reply: Duration::from_secs(30),
                 data: Duration::from_secs(600),

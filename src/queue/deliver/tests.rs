@@ -407,6 +407,16 @@ fn start(
     logins: Vec<Result<Vec<Act>, UpstreamError>>,
     settings: Settings,
 ) -> (Deliverer, Arc<AccountStatus>, Arc<Mutex<Vec<u8>>>) {
+    start_at(store, logins, settings, t0())
+}
+
+/// As [`start`], with the deliverer's clock reading `base` now.
+fn start_at(
+    store: &Store,
+    logins: Vec<Result<Vec<Act>, UpstreamError>>,
+    settings: Settings,
+    base: SystemTime,
+) -> (Deliverer, Arc<AccountStatus>, Arc<Mutex<Vec<u8>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let fake = Arc::new(Fake {
         logins: Mutex::new(logins.into()),
@@ -416,7 +426,7 @@ fn start(
         id: ACCOUNT.into(),
         email: ACCOUNT.into(),
     };
-    let clock = Arc::new(TokioClock::starting_at(t0()));
+    let clock = Arc::new(TokioClock::starting_at(base));
     let d = Deliverer::start(store.clone(), &[account], fake, settings, clock);
     let status = d.status(ACCOUNT).unwrap();
     (d, status, log)
@@ -532,27 +542,6 @@ async fn rate_spaces_messages() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn daily_limit_holds_until_the_next_day() {
-    let (_dir, store) = store();
-    put(&store, &["b@x.cn"], t0(), BODY);
-    put(&store, &["b@x.cn"], t0(), BODY);
-    let mut s = settings();
-    s.daily_limit = 1;
-    let (d, status, _) = start(&store, vec![], s);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        store.list().unwrap().len(),
-        1,
-        "the second waits for the next day"
-    );
-    let took = drained(&store, Duration::from_secs(2 * 86400)).await;
-    let midnight = 86400 - 1_800_000_000 % 86400;
-    assert!(took + Duration::from_secs(60) >= Duration::from_secs(midnight));
-    d.shutdown(Duration::from_secs(5)).await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn max_age_bounces() {
     let (_dir, store) = store();
     let old = t0() - Duration::from_secs(5 * 86400 + 1);
@@ -568,3 +557,5 @@ async fn max_age_bounces() {
     );
     assert!(has(&got, format!("RCPT TO:<{ACCOUNT}>").as_bytes()));
 }
+
+mod daily;
