@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::queue::store::{QueueId, Request, Store, StoreError};
 
 mod format;
+mod json;
 
 /// How long `retry` and `delete` wait for a running server to take their request: it
 /// scans for requests every few seconds.
@@ -30,7 +31,14 @@ const HEADER_MAX: u64 = 1024 * 1024;
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// List queued messages: ID, age, size, account, recipients, attempts, last error.
-    List,
+    List {
+        /// Print one JSON array instead, one object per message: id, age_seconds, size,
+        /// account, sender, null_sender, recipients (address, state = pending | delivered
+        /// | failed, reply), attempts, next_attempt_in_seconds, last_error (class, text,
+        /// or null), hint (or null), possibly_duplicated. An empty queue is [].
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one message's envelope and headers (the body only with --body).
     Show {
         /// The queue ID (from `queue list` or the `250 Ok: queued as ID` reply).
@@ -59,15 +67,15 @@ pub enum QueueCommand {
 pub fn run(config: &Config, cmd: QueueCommand) -> Result<()> {
     let dir = &config.queue.dir;
     match cmd {
-        QueueCommand::List => {
-            let Some(store) = open(dir, true)? else {
-                print!("{}", format::list(&[], SystemTime::now()));
-                return Ok(());
+        QueueCommand::List { json } => {
+            let envs = match open(dir, true)? {
+                Some(store) => store
+                    .list()
+                    .with_context(|| format!("reading the queue at {}", dir.display()))?,
+                None => Vec::new(),
             };
-            let envs = store
-                .list()
-                .with_context(|| format!("reading the queue at {}", dir.display()))?;
-            print!("{}", format::list(&envs, SystemTime::now()));
+            let render = if json { json::list } else { format::list };
+            print!("{}", render(&envs, SystemTime::now()));
             Ok(())
         }
         QueueCommand::Show { id, body } => show(&need(dir)?, &parse_id(&id)?, body),
