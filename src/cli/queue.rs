@@ -3,7 +3,8 @@
 //! `list` and `show` only read (safe while `serve` runs, and without it); `retry` and
 //! `delete` never change a message themselves: they leave a request in `ctl/` that the
 //! running server applies between deliveries (see `queue::store`), then wait a bounded
-//! time for it to be taken.
+//! time for it to be taken. With no server running they say so: the request is applied
+//! when `serve` starts, before any delivery.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -191,10 +192,24 @@ fn ask(store: &Store, req: Request) -> Result<()> {
             })?,
             _ => true,
         };
+    let ctl = store.dir().join("ctl");
     if applied {
         println!("done");
+    } else if taken {
+        println!(
+            "the running server took the request; it applies it once the delivery in progress \
+             for that account ends"
+        );
     } else {
-        println!("queued request; it will be applied when qqmail-proxy serve runs");
+        // The request file stays: a server applies it on its next scan, or at its start
+        // before any delivery (so a message deleted now is never sent).
+        println!(
+            "no running qqmail-proxy serve took the request within {}s: nothing was changed \
+             yet; the request is kept in {} and applied when serve runs (at its start if it \
+             is stopped)",
+            WAIT.as_secs(),
+            ctl.display()
+        );
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod crash;
 mod disk_full;
 mod fallback;
 mod outcomes;
+mod requests;
 mod serve;
 mod session;
 
