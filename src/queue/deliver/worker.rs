@@ -139,14 +139,17 @@ impl<C: Connector> Worker<C> {
         }
     }
 
-    /// Applies the operator's requests between deliveries; a retry also lifts a pause
-    /// (but not a hold on a refused code: only a login that works does).
+    /// Applies the operator's requests between deliveries; a retry also lifts a pause,
+    /// and makes a held account's probe login now (the hint tells the owner to renew
+    /// the code, then `queue retry --all`): only a login that works lifts a hold.
     async fn take_requests(&mut self) {
         while let Ok(req) = self.p.requests.try_recv() {
             if matches!(req, Request::Retry(_) | Request::RetryAll) {
-                if let Standing::PausedUntil(_) = self.standing {
-                    self.standing = Standing::Open;
-                }
+                self.standing = match self.standing {
+                    Standing::PausedUntil(_) => Standing::Open,
+                    Standing::Held(_) => Standing::Held(self.p.clock.now()),
+                    Standing::Open => Standing::Open,
+                };
             }
             let now = self.p.clock.now();
             if let Err(e) = blocking(&self.p.store, move |s| s.apply(&req, now)).await {
