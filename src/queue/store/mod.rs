@@ -16,9 +16,10 @@
 //! Removal deletes the envelope first, so a crash halfway leaves an orphan body, which the
 //! next start removes (it was either never acknowledged or already delivered).
 //!
-//! Blocking: every call here uses `std::fs`. [`Writer::write`] is a page-cache write and
-//! fine on an async task; `commit`, `update`, `remove` and `open` fsync, so the async
-//! callers run them in `spawn_blocking` (the store is `Clone + Send + Sync`).
+//! Blocking: every call here uses `std::fs`, so the async callers run them on tokio's
+//! blocking pool (the store and a [`Writer`] are `Send`): `commit`, `update`, `remove`
+//! and `open` fsync, `list` reads a directory, and even [`Writer::write`] can block on a
+//! slow or full disk; the session feeds it in 64 KiB batches, one hand-off per batch.
 //!
 //! Several processes: the server owns every write. `qqmail-proxy queue list|show` only
 //! read (a rename is atomic, so a reader sees a whole old or a whole new envelope), and

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
-pub(super) use super::sink::{store_chunk, Sink, Streamed};
+pub(super) use super::sink::{Sink, Spool, Streamed};
 use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError, LineStream};
@@ -109,8 +109,8 @@ impl Relay<'_> {
         if !self.send(&r.raw).await {
             return false;
         }
-        let sink = match self.fallback_writer() {
-            Some(w) => Sink::Both(Box::new(w)),
+        let sink = match self.fallback_writer().await {
+            Some(w) => Sink::Both(Box::new(Spool::new(w))),
             None => Sink::Upstream,
         };
         match self.stream_message(sink).await {
@@ -119,7 +119,7 @@ impl Relay<'_> {
                 interrupted,
                 size,
                 sink: Sink::Both(w),
-            }) if w.is_ok() => self.fallback_end(interrupted, size, *w).await,
+            }) if w.is_ok() => self.fallback_end(interrupted, size, w.finish()).await,
             Ok(m) => self.end_of_data(m.refused, m.interrupted, m.size).await,
             Err(keep_going) => keep_going,
         }
@@ -187,9 +187,9 @@ impl Relay<'_> {
                         interrupted = Some((why, salvaged));
                     }
                 }
-                (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
+                (Some(bytes), Sink::Store(w)) => w.push(&bytes, ended).await,
                 (Some(bytes), Sink::Both(w)) => {
-                    store_chunk(w, &bytes, ended);
+                    w.push(&bytes, ended).await;
                     if self.up.is_some() {
                         if let Err(why) = self.forward_upstream(&bytes).await {
                             let salvaged = self.salvage().await;
@@ -215,8 +215,8 @@ impl Relay<'_> {
     fn sink_gone(&self, sink: &Sink, refused: Option<Refusal>) -> bool {
         match sink {
             Sink::Upstream => self.up.is_none(),
-            Sink::Store(w) => w.is_err() || refused.is_some(),
-            Sink::Both(w) => refused.is_some() || (self.up.is_none() && w.is_err()),
+            Sink::Store(w) => !w.is_ok() || refused.is_some(),
+            Sink::Both(w) => refused.is_some() || (self.up.is_none() && !w.is_ok()),
         }
     }
 

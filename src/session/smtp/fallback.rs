@@ -7,8 +7,6 @@
 //! real verdict whenever QQ can give one, and never loses what QQ could not take now.
 //! The verdict goes through the queue's one table, [`classify`].
 
-use std::time::SystemTime;
-
 use tracing::{info, warn};
 
 use super::data::Interrupt;
@@ -115,16 +113,16 @@ impl Relay<'_> {
 
     /// The writer for this message's copy, when in fallback mode; a store that cannot
     /// take it only costs the safety net (logged), never the relay.
-    pub(super) fn fallback_writer(&mut self) -> Option<Result<Writer, StoreError>> {
+    pub(super) async fn fallback_writer(&mut self) -> Option<Result<Writer, StoreError>> {
         let f = self.mode.fallback()?;
-        let intake = f.intake.as_ref()?;
+        let intake = f.intake.clone()?;
         let msg = NewMessage {
             account: self.account.id.clone(),
             sender: f.sender.clone(),
             null_sender: f.null_sender,
             recipients: std::mem::take(&mut f.recipients),
         };
-        match intake.store.begin(msg, SystemTime::now(), None) {
+        match super::sink::begin(&intake.store, msg, None).await {
             Ok(w) => Some(Ok(w)),
             Err(e) => {
                 warn!(account = %self.account.id, error = %e, "queue: no fallback copy of this message; it is relayed only");

@@ -43,7 +43,7 @@ async fn a_second_535_holds_the_account_until_a_login_works() {
             && held[0].contains("authorization code"),
         "{held:?}"
     );
-    let text = crate::queue::metrics::render(&d.intake(), std::time::SystemTime::now());
+    let text = crate::queue::metrics::render(&d.intake(), std::time::SystemTime::now()).await;
     assert!(
         text.lines()
             .any(|l| l.starts_with("qqmail_proxy_queue_account_held{") && l.ends_with("} 1")),
