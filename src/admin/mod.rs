@@ -136,7 +136,7 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, current: Current) -> std::
         Ok(rt) => rt.clone(),
         Err(p) => p.into_inner().clone(),
     };
-    let (status, ctype, body) = respond(&Head::parse(&request), View::of(peer.ip()), &rt);
+    let (status, ctype, body) = respond(&Head::parse(&request), View::of(peer.ip()), &rt).await;
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -147,7 +147,11 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, current: Current) -> std::
 }
 
 /// The answer to one request: status line, content type, body.
-fn respond(head: &Head<'_>, view: View, rt: &Runtime) -> (&'static str, &'static str, String) {
+async fn respond(
+    head: &Head<'_>,
+    view: View,
+    rt: &Runtime,
+) -> (&'static str, &'static str, String) {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let config = &rt.config;
     let names: Vec<&str> = std::iter::once(config.hostname.as_str())
@@ -175,10 +179,7 @@ fn respond(head: &Head<'_>, view: View, rt: &Runtime) -> (&'static str, &'static
                 .collect();
             let mut all = rt.metrics.render();
             if let Some(q) = rt.queue.get() {
-                all.push_str(&crate::queue::metrics::render(
-                    q,
-                    std::time::SystemTime::now(),
-                ));
+                all.push_str(&crate::queue::metrics::render(q, std::time::SystemTime::now()).await);
             }
             let text = view::metrics(&all, &hidden, view);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)

@@ -3,7 +3,8 @@
 //! `list` and `show` only read (safe while `serve` runs, and without it); `retry` and
 //! `delete` never change a message themselves: they leave a request in `ctl/` that the
 //! running server applies between deliveries (see `queue::store`), then wait a bounded
-//! time for it to be taken.
+//! time for it to be taken. With no server running they say so: the request is applied
+//! when `serve` starts, before any delivery.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::queue::store::{QueueId, Request, Store, StoreError};
 
 mod format;
+mod json;
 
 /// How long `retry` and `delete` wait for a running server to take their request: it
 /// scans for requests every few seconds.
@@ -30,7 +32,14 @@ const HEADER_MAX: u64 = 1024 * 1024;
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// List queued messages: ID, age, size, account, recipients, attempts, last error.
-    List,
+    List {
+        /// Print one JSON array instead, one object per message: id, age_seconds, size,
+        /// account, sender, null_sender, recipients (address, state = pending | delivered
+        /// | failed, reply), attempts, next_attempt_in_seconds, last_error (class, text,
+        /// or null), hint (or null), possibly_duplicated. An empty queue is [].
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one message's envelope and headers (the body only with --body).
     Show {
         /// The queue ID (from `queue list` or the `250 Ok: queued as ID` reply).
@@ -59,15 +68,15 @@ pub enum QueueCommand {
 pub fn run(config: &Config, cmd: QueueCommand) -> Result<()> {
     let dir = &config.queue.dir;
     match cmd {
-        QueueCommand::List => {
-            let Some(store) = open(dir, true)? else {
-                print!("{}", format::list(&[], SystemTime::now()));
-                return Ok(());
+        QueueCommand::List { json } => {
+            let envs = match open(dir, true)? {
+                Some(store) => store
+                    .list()
+                    .with_context(|| format!("reading the queue at {}", dir.display()))?,
+                None => Vec::new(),
             };
-            let envs = store
-                .list()
-                .with_context(|| format!("reading the queue at {}", dir.display()))?;
-            print!("{}", format::list(&envs, SystemTime::now()));
+            let render = if json { json::list } else { format::list };
+            print!("{}", render(&envs, SystemTime::now()));
             Ok(())
         }
         QueueCommand::Show { id, body } => show(&need(dir)?, &parse_id(&id)?, body),
@@ -183,10 +192,24 @@ fn ask(store: &Store, req: Request) -> Result<()> {
             })?,
             _ => true,
         };
+    let ctl = store.dir().join("ctl");
     if applied {
         println!("done");
+    } else if taken {
+        println!(
+            "the running server took the request; it applies it once the delivery in progress \
+             for that account ends"
+        );
     } else {
-        println!("queued request; it will be applied when qqmail-proxy serve runs");
+        // The request file stays: a server applies it on its next scan, or at its start
+        // before any delivery (so a message deleted now is never sent).
+        println!(
+            "no running qqmail-proxy serve took the request within {}s: nothing was changed \
+             yet; the request is kept in {} and applied when serve runs (at its start if it \
+             is stopped)",
+            WAIT.as_secs(),
+            ctl.display()
+        );
     }
     Ok(())
 }

@@ -21,9 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
-use super::schedule::{Policy, Rate};
+use super::schedule::{Policy, Rate, QUOTA_UTC_OFFSET};
 use super::store::{Request, Store, StoreError};
 use crate::net::LineStream;
 use crate::upstream::UpstreamError;
@@ -96,7 +96,8 @@ pub struct Settings {
     pub rate: Option<Rate>,
     /// `daily_limit`, per account (0: none).
     pub daily_limit: u32,
-    /// The local zone's offset east of UTC in seconds (where `daily_limit`'s day starts).
+    /// Where `daily_limit`'s day starts, in seconds east of UTC (default
+    /// [`QUOTA_UTC_OFFSET`]: China's midnight, when QQ's quota resets).
     pub utc_offset: i32,
     /// Upstream reply timeouts.
     pub timeouts: Timeouts,
@@ -117,7 +118,7 @@ impl Settings {
             policy,
             rate,
             daily_limit,
-            utc_offset: 0,
+            utc_offset: QUOTA_UTC_OFFSET,
             timeouts: Timeouts {
                 reply: Duration::from_secs(30),
                 data: Duration::from_secs(600),
@@ -188,7 +189,10 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
-    /// Starts a worker for each account, and the periodic scan of `ctl/`.
+    /// Starts a worker for each account, and the periodic scan of `ctl/`. The requests
+    /// left there while no server ran are applied first, before any worker starts: a
+    /// message deleted while the proxy was stopped can never be sent. (Blocking file
+    /// I/O, once, at start, as [`Store::open`].)
     pub fn start<C: Connector>(
         store: Store,
         accounts: &[AccountRef],
@@ -196,6 +200,7 @@ impl Deliverer {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Deliverer {
+        apply_left_requests(&store, clock.now());
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut workers = HashMap::new();
@@ -313,6 +318,25 @@ pub struct Intake {
     pub store: Store,
     /// The running deliverer.
     pub waker: Waker,
+}
+
+/// Applies the `queue` commands' requests made while no server ran.
+fn apply_left_requests(store: &Store, now: SystemTime) {
+    let taken = match store.take_requests() {
+        Ok(taken) => taken,
+        Err(e) => {
+            warn!(error = %e, "queue: could not read the operator's requests");
+            return;
+        }
+    };
+    for req in taken {
+        match store.apply(&req, now) {
+            Ok(()) => {
+                info!(request = ?req, "queue: applied an operator's request made while the proxy was stopped")
+            }
+            Err(e) => warn!(error = %e, "queue: could not apply an operator's request"),
+        }
+    }
 }
 
 /// Every `every`, takes the requests of the `queue` commands and hands each to the worker

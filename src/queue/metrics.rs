@@ -8,12 +8,22 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use super::deliver::Intake;
+use super::store::StoreError;
 
 /// The queue's samples (Prometheus text format 0.0.4). Reads the envelopes: a scrape
-/// costs one directory scan.
-pub fn render(intake: &Intake, now: SystemTime) -> String {
+/// costs one directory scan, run on tokio's blocking pool (a listing of a large queue,
+/// or of a slow disk, must not stall the async threads that serve mail).
+pub async fn render(intake: &Intake, now: SystemTime) -> String {
     let mut out = String::new();
-    let listed = intake.store.list();
+    let store = intake.store.clone();
+    let listed = match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(listed) => listed,
+        Err(e) => Err(StoreError::io(
+            "list",
+            intake.store.dir(),
+            std::io::Error::other(e.to_string()),
+        )),
+    };
     let (count, oldest) = match &listed {
         Ok(all) => (
             all.len(),
@@ -95,4 +105,78 @@ pub fn held_accounts(intake: &Intake) -> Vec<String> {
                 .map(|hint| format!("queue account {id}: {hint}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::net::LineStream;
+    use crate::queue::deliver::{Connector, Deliverer, Settings, SystemClock};
+    use crate::queue::schedule::Policy;
+    use crate::queue::store::{QueueId, Store};
+    use crate::upstream::UpstreamError;
+
+    struct NoUpstream;
+
+    impl Connector for NoUpstream {
+        type Stream = DuplexStream;
+        async fn connect(&self, _: &str) -> Result<LineStream<DuplexStream>, UpstreamError> {
+            Err(UpstreamError::NotConfigured("smtp"))
+        }
+    }
+
+    /// A scrape whose directory listing hangs (an envelope that is a FIFO reads like a
+    /// disk that does not answer) leaves the runtime's only thread free: a ticker task
+    /// keeps running, and only its ticks release the listing.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hanging_listing_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("q"), None).unwrap();
+        let id = QueueId::generate(SystemTime::now());
+        let fifo = dir.path().join(format!("q/msg/{}.env", id.as_str()));
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let settings = Settings::new(Policy::default(), None, 0, "proxy.local");
+        let d = Deliverer::start(
+            store,
+            &[],
+            Arc::new(NoUpstream),
+            settings,
+            Arc::new(SystemClock),
+        );
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let (ticked, wait_ticks) = mpsc::channel::<()>();
+        let counter = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                if counter.fetch_add(1, Ordering::Relaxed) == 5 {
+                    let _ = ticked.send(());
+                }
+            }
+        });
+        // Releases the listing once the ticker ran (or, if it never does, after a while,
+        // so that a stalled runtime fails the test instead of hanging it).
+        let release = std::thread::spawn(move || {
+            let ran = wait_ticks.recv_timeout(Duration::from_secs(5)).is_ok();
+            drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+            ran
+        });
+        let text = render(&d.intake(), SystemTime::now()).await;
+        assert!(
+            release.join().unwrap(),
+            "the runtime stalled during the listing"
+        );
+        assert!(text.contains("qqmail_proxy_queue_readable 1"), "{text}");
+        d.shutdown(Duration::from_secs(5)).await;
+    }
 }

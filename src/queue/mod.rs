@@ -27,7 +27,8 @@
 //! # How the later steps use it
 //! - **Session, `queue` mode**: after the last RCPT, `store.begin(NewMessage{account,
 //!   sender (rewritten), null_sender, recipients}, now, SIZE=)` (a [`store::StoreError`]
-//!   → `452 4.3.1`); each DATA chunk → `Writer::write`; at the end,
+//!   → `452 4.3.1`); the DATA chunks, gathered into 64 KiB batches, → `Writer::write`
+//!   on the blocking pool; at the end,
 //!   `spawn_blocking(commit)`, then `250 2.0.0 Ok: queued as ID`, then a wake-up to the
 //!   account's deliverer (a `tokio::sync::Notify`). Any error or a client that leaves →
 //!   the writer is dropped and nothing remains.

@@ -195,8 +195,14 @@ impl Pacer {
     }
 }
 
-/// `[queue] daily_limit`: messages per account per local calendar day. The count lives
-/// in the deliverer's memory (a restart forgets it).
+/// Where `daily_limit`'s day starts: QQ's daily quota resets at midnight China Standard
+/// Time, UTC+8 all year (China has no daylight saving time). A fixed offset, not the
+/// host's zone: the quota is the provider's, wherever the proxy runs.
+pub const QUOTA_UTC_OFFSET: i32 = 8 * 3600;
+
+/// `[queue] daily_limit`: messages per account per quota day. The worker keeps the
+/// count on disk ([`DailyCap::state`], [`DailyCap::restore`]) so a restart does not
+/// forget it.
 #[derive(Debug, Clone)]
 pub struct DailyCap {
     limit: u32,
@@ -224,6 +230,25 @@ impl DailyCap {
         }
         let next = (day + 1) * 86400 - i64::from(utc_offset);
         Err(UNIX_EPOCH + Duration::from_secs(u64::try_from(next).unwrap_or(0)))
+    }
+
+    /// The count to store: (day, messages that day).
+    pub fn state(&self) -> (i64, u32) {
+        (self.day, self.used)
+    }
+
+    /// Takes a stored count back (after a restart).
+    pub fn restore(&mut self, day: i64, used: u32) {
+        self.day = day;
+        self.used = used;
+    }
+
+    /// Counts the day of `now` as used up: what a stored count that cannot be read must
+    /// mean, since sending past a provider's quota can get the account blocked, while
+    /// waiting only delays mail (it stays queued) until the next day.
+    pub fn exhaust(&mut self, now: SystemTime, utc_offset: i32) {
+        self.day = local_day(now, utc_offset);
+        self.used = self.limit;
     }
 
     /// A message was sent at `now`.

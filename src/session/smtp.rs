@@ -21,6 +21,7 @@ use crate::proto::line::{Frame, LineFramer};
 use crate::proto::smtp::command::{self, reply, Command, Extensions};
 use crate::proto::smtp::MAX_ERRORS;
 use crate::proto::Protocol;
+use crate::queue::classify::Stage;
 use crate::runtime::Runtime;
 use crate::upstream::pool::Refill;
 use crate::upstream::smtp::{read_reply, Reply, ReplyError, SmtpUpstream};
@@ -32,6 +33,9 @@ mod data;
 mod fallback;
 mod queued;
 mod sink;
+
+/// Why there is no upstream reply after `upstream_command` gave none (for logs).
+const LOST: &str = "the upstream connection was lost";
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
@@ -212,33 +216,7 @@ impl Relay<'_> {
             Command::Rcpt { arg } => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
                 _ if self.mode.is_queue() => self.queued_rcpt(arg).await,
-                _ => {
-                    let mut cmd = b"RCPT TO:".to_vec();
-                    cmd.extend_from_slice(arg);
-                    cmd.extend_from_slice(b"\r\n");
-                    match self.upstream_command(&cmd).await {
-                        Some(r) => {
-                            if r.is_positive() {
-                                if let Some(f) = self.mode.fallback() {
-                                    f.rcpt(arg);
-                                }
-                                self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
-                                    Tx::Mail { sender } => Tx::Rcpt {
-                                        sender,
-                                        recipients: 1,
-                                    },
-                                    Tx::Rcpt { sender, recipients } => Tx::Rcpt {
-                                        sender,
-                                        recipients: recipients + 1,
-                                    },
-                                    Tx::Idle => Tx::Idle,
-                                };
-                            }
-                            self.pass_on(&r).await
-                        }
-                        None => self.upstream_lost().await,
-                    }
-                }
+                _ => self.rcpt(arg).await,
             },
             Command::Data => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
@@ -279,11 +257,12 @@ impl Relay<'_> {
         for attempt in 0..2 {
             let fresh = match self.ensure_upstream().await {
                 Ok(fresh) => fresh,
-                Err(e) if !e.is_rejection() && matches!(self.mode, Mode::Fallback(_)) => {
-                    // The upstream cannot be reached now: a temporary failure, so in
-                    // fallback mode this session's mail goes into the queue (issue 12).
-                    warn!(error = %e, "upstream unavailable at MAIL: fallback queues this session's mail");
-                    self.mode = Mode::Queue(queued::Queued::new(self.rt.queue.get().cloned()));
+                // The upstream cannot be reached now: a temporary failure, so in fallback
+                // mode this session's mail goes into the queue (issue 12).
+                Err(e)
+                    if !e.is_rejection()
+                        && self.fallback_to_queue(Stage::Mail, Err(&e.to_string())) =>
+                {
                     return self.queued_mail(path, params).await;
                 }
                 Err(e) => {
@@ -307,6 +286,9 @@ impl Relay<'_> {
                     self.up = None;
                     continue;
                 }
+                Some(r) if self.fallback_to_queue(Stage::Mail, Ok(&r)) => {
+                    return self.queued_mail(path, params).await;
+                }
                 Some(r) => {
                     if r.is_positive() {
                         self.tx = Tx::Mail { sender: show(path) };
@@ -321,7 +303,42 @@ impl Relay<'_> {
                 None => break,
             }
         }
+        if self.fallback_to_queue(Stage::Mail, Err(LOST)) {
+            return self.queued_mail(path, params).await;
+        }
         self.upstream_lost().await
+    }
+
+    /// RCPT relayed to the upstream. In fallback mode a temporary refusal (or a drop)
+    /// turns the transaction into a queued one (see `fallback`).
+    async fn rcpt(&mut self, arg: &[u8]) -> bool {
+        let mut cmd = b"RCPT TO:".to_vec();
+        cmd.extend_from_slice(arg);
+        cmd.extend_from_slice(b"\r\n");
+        let r = self.upstream_command(&cmd).await;
+        if self.fallback_to_queue(Stage::Rcpt, r.as_ref().ok_or(LOST)) {
+            return self.queued_rcpt(arg).await;
+        }
+        let Some(r) = r else {
+            return self.upstream_lost().await;
+        };
+        if r.is_positive() {
+            if let Some(f) = self.mode.fallback() {
+                f.rcpt(arg);
+            }
+            self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
+                Tx::Mail { sender } => Tx::Rcpt {
+                    sender,
+                    recipients: 1,
+                },
+                Tx::Rcpt { sender, recipients } => Tx::Rcpt {
+                    sender,
+                    recipients: recipients + 1,
+                },
+                Tx::Idle => Tx::Idle,
+            };
+        }
+        self.pass_on(&r).await
     }
 
     /// Opens and logs into the upstream if needed; true when the connection is new.

@@ -364,6 +364,9 @@ async fn a_drop_mid_data_is_retried_and_not_flagged() {
     assert!(!env.possibly_duplicated && !s.possibly_duplicated);
 }
 
+/// What the fake connector writes into the log at each login attempt.
+const LOGIN: &[u8] = b"#LOGIN\r\n";
+
 /// Logins in order: an error, or a session with its script; then sessions that take all.
 struct Fake {
     logins: Mutex<VecDeque<Result<Vec<Act>, UpstreamError>>>,
@@ -373,6 +376,8 @@ struct Fake {
 impl Connector for Fake {
     type Stream = DuplexStream;
     async fn connect(&self, _: &str) -> Result<LineStream<DuplexStream>, UpstreamError> {
+        // Every login attempt, failed or not, is counted in the log.
+        self.log.lock().unwrap().extend_from_slice(LOGIN);
         let next = self
             .logins
             .lock()
@@ -407,6 +412,16 @@ fn start(
     logins: Vec<Result<Vec<Act>, UpstreamError>>,
     settings: Settings,
 ) -> (Deliverer, Arc<AccountStatus>, Arc<Mutex<Vec<u8>>>) {
+    start_at(store, logins, settings, t0())
+}
+
+/// As [`start`], with the deliverer's clock reading `base` now.
+fn start_at(
+    store: &Store,
+    logins: Vec<Result<Vec<Act>, UpstreamError>>,
+    settings: Settings,
+    base: SystemTime,
+) -> (Deliverer, Arc<AccountStatus>, Arc<Mutex<Vec<u8>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
     let fake = Arc::new(Fake {
         logins: Mutex::new(logins.into()),
@@ -416,7 +431,7 @@ fn start(
         id: ACCOUNT.into(),
         email: ACCOUNT.into(),
     };
-    let clock = Arc::new(TokioClock::starting_at(t0()));
+    let clock = Arc::new(TokioClock::starting_at(base));
     let d = Deliverer::start(store.clone(), &[account], fake, settings, clock);
     let status = d.status(ACCOUNT).unwrap();
     (d, status, log)
@@ -462,42 +477,6 @@ async fn upstream_down_then_up_delivers_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_second_535_holds_the_account_until_a_login_works() {
-    let (_dir, store) = store();
-    put(&store, &["b@x.cn"], t0(), BODY);
-    let (d, status, log) = start(
-        &store,
-        vec![Err(refused_code()), Err(refused_code())],
-        settings(),
-    );
-    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
-    assert!(status
-        .failing()
-        .is_some_and(|h| h.contains("authorization code")));
-    assert_eq!(store.list().unwrap().len(), 1, "still queued while held");
-    // /healthz names the account (on loopback) and the metrics mark it held.
-    let held = crate::queue::metrics::held_accounts(&d.intake());
-    assert!(
-        held.len() == 1
-            && held[0].starts_with("queue account ")
-            && held[0].contains("authorization code"),
-        "{held:?}"
-    );
-    let text = crate::queue::metrics::render(&d.intake(), std::time::SystemTime::now());
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("qqmail_proxy_queue_account_held{") && l.ends_with("} 1")),
-        "{text}"
-    );
-    assert!(text.contains("qqmail_proxy_queue_messages 1"), "{text}");
-    drained(&store, Duration::from_secs(2 * 3600)).await;
-    assert_eq!(status.failing(), None, "resumed after a login worked");
-    assert!(crate::queue::metrics::held_accounts(&d.intake()).is_empty());
-    d.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(count(&log.lock().unwrap(), BODY), 1);
-}
-
-#[tokio::test(start_paused = true)]
 async fn mailbox_not_found_bounces_to_the_account() {
     let (_dir, store) = store();
     let env = put(&store, &["nobody@x.cn"], t0(), BODY);
@@ -532,27 +511,6 @@ async fn rate_spaces_messages() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn daily_limit_holds_until_the_next_day() {
-    let (_dir, store) = store();
-    put(&store, &["b@x.cn"], t0(), BODY);
-    put(&store, &["b@x.cn"], t0(), BODY);
-    let mut s = settings();
-    s.daily_limit = 1;
-    let (d, status, _) = start(&store, vec![], s);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
-    assert_eq!(
-        store.list().unwrap().len(),
-        1,
-        "the second waits for the next day"
-    );
-    let took = drained(&store, Duration::from_secs(2 * 86400)).await;
-    let midnight = 86400 - 1_800_000_000 % 86400;
-    assert!(took + Duration::from_secs(60) >= Duration::from_secs(midnight));
-    d.shutdown(Duration::from_secs(5)).await;
-}
-
-#[tokio::test(start_paused = true)]
 async fn max_age_bounces() {
     let (_dir, store) = store();
     let old = t0() - Duration::from_secs(5 * 86400 + 1);
@@ -568,3 +526,6 @@ async fn max_age_bounces() {
     );
     assert!(has(&got, format!("RCPT TO:<{ACCOUNT}>").as_bytes()));
 }
+
+mod daily;
+mod hold;

@@ -19,7 +19,7 @@ use crate::net::LineStream;
 use crate::queue::classify::{classify, Class, Outcome};
 use crate::queue::dsn::{self, Bounce, Reason};
 use crate::queue::schedule::{DailyCap, Pacer, Plan};
-use crate::queue::store::{Envelope, LastError, NewMessage, RcptState, Request, Store};
+use crate::queue::store::{DailyCount, Envelope, LastError, NewMessage, RcptState, Request, Store};
 use crate::upstream::UpstreamError;
 
 /// Most of a body read for the bounce's copy of the original headers.
@@ -76,6 +76,7 @@ impl<C: Connector> Worker<C> {
     }
 
     pub(super) async fn run(mut self) {
+        self.restore_cap().await;
         while !self.p.cancel.is_cancelled() {
             self.take_requests().await;
             let Some(mut msgs) = self.load().await else {
@@ -147,14 +148,17 @@ impl<C: Connector> Worker<C> {
         }
     }
 
-    /// Applies the operator's requests between deliveries; a retry also lifts a pause
-    /// (but not a hold on a refused code: only a login that works does).
+    /// Applies the operator's requests between deliveries; a retry also lifts a pause,
+    /// and makes a held account's probe login now (the hint tells the owner to renew
+    /// the code, then `queue retry --all`): only a login that works lifts a hold.
     async fn take_requests(&mut self) {
         while let Ok(req) = self.p.requests.try_recv() {
             if matches!(req, Request::Retry(_) | Request::RetryAll) {
-                if let Standing::PausedUntil(_) = self.standing {
-                    self.standing = Standing::Open;
-                }
+                self.standing = match self.standing {
+                    Standing::PausedUntil(_) => Standing::Open,
+                    Standing::Held(_) => Standing::Held(self.p.clock.now()),
+                    Standing::Open => Standing::Open,
+                };
             }
             let now = self.p.clock.now();
             self.unrecorded.apply(&req, now);
@@ -197,6 +201,40 @@ impl<C: Connector> Worker<C> {
             }
         }
         conversation::quit(&mut conn, self.p.settings.timeouts).await;
+    }
+
+    /// Reads the day's count back from the queue directory (with `daily_limit` only).
+    /// A file that cannot be read counts the day as used up: over-sending can get the
+    /// account blocked by the provider, while waiting only delays mail to the next day.
+    async fn restore_cap(&mut self) {
+        if self.p.settings.daily_limit == 0 {
+            return;
+        }
+        let id = self.p.account.id.clone();
+        match blocking(&self.p.store, move |s| s.daily_count(&id)).await {
+            Ok(Some(c)) => self.cap.restore(c.day, c.used),
+            Ok(None) => {}
+            Err(e) => {
+                warn!(account = %self.p.account.id, error = %e, file = %self.p.store.daily_path(&self.p.account.id).display(),
+                    "queue: the daily_limit count cannot be read; today counts as used up (mail waits for the next day); remove the file to start from 0");
+                self.cap
+                    .exhaust(self.p.clock.now(), self.p.settings.utc_offset);
+            }
+        }
+    }
+
+    /// Writes the day's count (with `daily_limit` only); a failure is logged, and the
+    /// count in memory still holds until a restart.
+    async fn save_cap(&self) {
+        if self.p.settings.daily_limit == 0 {
+            return;
+        }
+        let (day, used) = self.cap.state();
+        let id = self.p.account.id.clone();
+        let count = DailyCount { day, used };
+        if let Err(e) = blocking(&self.p.store, move |s| s.save_daily_count(&id, count)).await {
+            warn!(account = %self.p.account.id, error = %e, "queue: could not store the daily_limit count; a restart today may send past the limit");
+        }
     }
 
     /// Before connecting: the daily cap (else pause until tomorrow) and the pacer.
@@ -312,6 +350,7 @@ impl<C: Connector> Worker<C> {
         }
         if s.delivered > 0 {
             self.cap.record(now, self.p.settings.utc_offset);
+            self.save_cap().await;
         }
         match s.plan {
             Plan::Done => self.finish(env, Reason::Refused).await,

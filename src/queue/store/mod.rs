@@ -7,6 +7,7 @@
 //!   tmp/          files being written  never a message; emptied at start
 //!   corrupt/      files that failed their checks, moved aside, never deleted
 //!   ctl/          requests from `qqmail-proxy queue retry|delete` for the server
+//!   daily/        per-account counts for `daily_limit` (see `daily`)
 //! ```
 //!
 //! Durability (what a 250 promises): the body is fsync'd, renamed into `msg/`, the
@@ -15,9 +16,10 @@
 //! Removal deletes the envelope first, so a crash halfway leaves an orphan body, which the
 //! next start removes (it was either never acknowledged or already delivered).
 //!
-//! Blocking: every call here uses `std::fs`. [`Writer::write`] is a page-cache write and
-//! fine on an async task; `commit`, `update`, `remove` and `open` fsync, so the async
-//! callers run them in `spawn_blocking` (the store is `Clone + Send + Sync`).
+//! Blocking: every call here uses `std::fs`, so the async callers run them on tokio's
+//! blocking pool (the store and a [`Writer`] are `Send`): `commit`, `update`, `remove`
+//! and `open` fsync, `list` reads a directory, and even [`Writer::write`] can block on a
+//! slow or full disk; the session feeds it in 64 KiB batches, one hand-off per batch.
 //!
 //! Several processes: the server owns every write. `qqmail-proxy queue list|show` only
 //! read (a rename is atomic, so a reader sees a whole old or a whole new envelope), and
@@ -36,6 +38,7 @@ use std::time::SystemTime;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
+mod daily;
 pub mod envelope;
 mod error;
 mod fsx;
@@ -43,6 +46,7 @@ mod id;
 mod scan;
 mod writer;
 
+pub use daily::DailyCount;
 pub use envelope::{BodySum, Envelope, LastError, RcptState, Recipient};
 pub use error::StoreError;
 pub use id::{QueueId, ID_LEN};
@@ -62,6 +66,7 @@ struct Inner {
     tmp: PathBuf,
     corrupt: PathBuf,
     ctl: PathBuf,
+    daily: PathBuf,
     /// `[queue] max_size`; `None` = no limit.
     max_size: Option<u64>,
     /// Bytes of stored bodies plus bodies being received.
@@ -77,6 +82,7 @@ impl Store {
                 tmp: dir.join("tmp"),
                 corrupt: dir.join("corrupt"),
                 ctl: dir.join("ctl"),
+                daily: dir.join("daily"),
                 max_size,
                 used: AtomicU64::new(0),
             }),
@@ -89,7 +95,7 @@ impl Store {
     pub fn open(dir: &Path, max_size: Option<u64>) -> Result<(Store, Recovery), StoreError> {
         let store = Store::at(dir, max_size);
         let i = &store.inner;
-        for d in [dir, &i.msg, &i.tmp, &i.corrupt, &i.ctl].map(AsRef::<Path>::as_ref) {
+        for d in [dir, &i.msg, &i.tmp, &i.corrupt, &i.ctl, &i.daily].map(AsRef::<Path>::as_ref) {
             fsx::create_dir(d)?;
         }
         let recovery = store.recover()?;

@@ -21,13 +21,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
-pub(super) use super::sink::{store_chunk, Sink, Streamed};
+pub(super) use super::sink::{Sink, Spool, Streamed};
 use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError, LineStream};
 use crate::proto::smtp::command::reply;
 use crate::proto::smtp::data::DataScanner;
 use crate::proto::smtp::header::{self, HeaderCollector, Headers};
+use crate::queue::classify::Stage;
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
@@ -94,7 +95,12 @@ impl Refusal {
 impl Relay<'_> {
     /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
     pub(super) async fn data(&mut self) -> bool {
-        let Some(r) = self.upstream_command(b"DATA\r\n").await else {
+        let r = self.upstream_command(b"DATA\r\n").await;
+        let refused = r.as_ref().is_none_or(|r| r.code != 354);
+        if refused && self.fallback_to_queue(Stage::Data, r.as_ref().ok_or(super::LOST)) {
+            return self.queued_data().await;
+        }
+        let Some(r) = r else {
             return self.upstream_lost().await;
         };
         if r.code != 354 {
@@ -103,8 +109,8 @@ impl Relay<'_> {
         if !self.send(&r.raw).await {
             return false;
         }
-        let sink = match self.fallback_writer() {
-            Some(w) => Sink::Both(Box::new(w)),
+        let sink = match self.fallback_writer().await {
+            Some(w) => Sink::Both(Box::new(Spool::new(w))),
             None => Sink::Upstream,
         };
         match self.stream_message(sink).await {
@@ -113,7 +119,7 @@ impl Relay<'_> {
                 interrupted,
                 size,
                 sink: Sink::Both(w),
-            }) if w.is_ok() => self.fallback_end(interrupted, size, *w).await,
+            }) if w.is_ok() => self.fallback_end(interrupted, size, w.finish()).await,
             Ok(m) => self.end_of_data(m.refused, m.interrupted, m.size).await,
             Err(keep_going) => keep_going,
         }
@@ -181,9 +187,9 @@ impl Relay<'_> {
                         interrupted = Some((why, salvaged));
                     }
                 }
-                (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
+                (Some(bytes), Sink::Store(w)) => w.push(&bytes, ended).await,
                 (Some(bytes), Sink::Both(w)) => {
-                    store_chunk(w, &bytes, ended);
+                    w.push(&bytes, ended).await;
                     if self.up.is_some() {
                         if let Err(why) = self.forward_upstream(&bytes).await {
                             let salvaged = self.salvage().await;
@@ -209,8 +215,8 @@ impl Relay<'_> {
     fn sink_gone(&self, sink: &Sink, refused: Option<Refusal>) -> bool {
         match sink {
             Sink::Upstream => self.up.is_none(),
-            Sink::Store(w) => w.is_err() || refused.is_some(),
-            Sink::Both(w) => refused.is_some() || (self.up.is_none() && w.is_err()),
+            Sink::Store(w) => !w.is_ok() || refused.is_some(),
+            Sink::Both(w) => refused.is_some() || (self.up.is_none() && !w.is_ok()),
         }
     }
 

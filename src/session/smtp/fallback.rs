@@ -7,13 +7,11 @@
 //! real verdict whenever QQ can give one, and never loses what QQ could not take now.
 //! The verdict goes through the queue's one table, [`classify`].
 
-use std::time::SystemTime;
-
 use tracing::{info, warn};
 
 use super::data::Interrupt;
-use super::queued::address;
-use super::{Relay, Tx};
+use super::queued::{address, Queued};
+use super::{Mode, Relay, Tx};
 use crate::net::show;
 use crate::queue::classify::{classify, Class, Outcome, Stage};
 use crate::queue::deliver::Intake;
@@ -71,18 +69,60 @@ fn temporary(stage: Stage, r: &Reply) -> bool {
 }
 
 impl Relay<'_> {
+    /// In fallback mode, after the upstream failed before the message text (`Ok`: its
+    /// reply to MAIL, RCPT or DATA; `Err`: why there was none): if the failure is temporary
+    /// by the queue's table, the rest of this session is queued, and true is returned
+    /// (the caller then answers through queue mode). False, nothing changed, when the
+    /// session is not in fallback mode, no queue runs, or the refusal is permanent (it
+    /// goes to the client unchanged, as in relay mode).
+    ///
+    /// Recipients the upstream already accepted in this transaction are carried into the
+    /// queued envelope, and the upstream's half-done transaction is abandoned (the
+    /// connection is dropped before any DATA, so it delivers nothing): the whole message
+    /// then goes through the queue, once, to every recipient the client was told 250.
+    /// Relaying to the accepted ones now and queuing only the refused one would need two
+    /// copies of the body, the relayed one racing the client's verdict; one queued
+    /// message keeps "nothing lost, nothing sent twice" simple, at the cost of a delay
+    /// for recipients QQ would have taken at once (Postfix defers the same way). Later
+    /// RCPTs of the session are checked locally only, as in queue mode: a permanent
+    /// refusal of one of them becomes a bounce to the account.
+    pub(super) fn fallback_to_queue(&mut self, stage: Stage, reply: Result<&Reply, &str>) -> bool {
+        let Some(f) = self.mode.fallback() else {
+            return false;
+        };
+        let Some(intake) = f.intake.clone() else {
+            return false;
+        };
+        let why = match reply {
+            Ok(r) if !temporary(stage, r) => return false,
+            Ok(r) => format!("it replied {}", show(&r.raw)),
+            Err(lost) => lost.to_string(),
+        };
+        let carried = match stage {
+            Stage::Rcpt | Stage::Data => std::mem::take(&mut f.recipients),
+            _ => Vec::new(),
+        };
+        let (sender, null_sender) = (f.sender.clone(), f.null_sender);
+        warn!(account = %self.account.id, ?stage, reason = %why, carried = carried.len(),
+            "upstream failed temporarily before the message: fallback queues this session's mail");
+        // Drop the upstream mid-transaction: it delivers nothing without a final dot.
+        self.up = None;
+        self.mode = Mode::Queue(Queued::carrying(intake, sender, null_sender, carried));
+        true
+    }
+
     /// The writer for this message's copy, when in fallback mode; a store that cannot
     /// take it only costs the safety net (logged), never the relay.
-    pub(super) fn fallback_writer(&mut self) -> Option<Result<Writer, StoreError>> {
+    pub(super) async fn fallback_writer(&mut self) -> Option<Result<Writer, StoreError>> {
         let f = self.mode.fallback()?;
-        let intake = f.intake.as_ref()?;
+        let intake = f.intake.clone()?;
         let msg = NewMessage {
             account: self.account.id.clone(),
             sender: f.sender.clone(),
             null_sender: f.null_sender,
             recipients: std::mem::take(&mut f.recipients),
         };
-        match intake.store.begin(msg, SystemTime::now(), None) {
+        match super::sink::begin(&intake.store, msg, None).await {
             Ok(w) => Some(Ok(w)),
             Err(e) => {
                 warn!(account = %self.account.id, error = %e, "queue: no fallback copy of this message; it is relayed only");

@@ -4,11 +4,9 @@
 //! queue [`Writer`], and the client gets `250 2.0.0 Ok: queued as ID` only once the
 //! message is durable. Any store fault is `452 4.3.1`, never 250.
 
-use std::time::SystemTime;
-
 use tracing::{info, warn};
 
-use super::data::{Sink, Streamed};
+use super::data::{Sink, Spool, Streamed};
 use super::{Relay, Tx};
 use crate::config::RewriteSender;
 use crate::net::show;
@@ -47,6 +45,25 @@ impl Queued {
         Queued {
             intake,
             env: Envelope::default(),
+        }
+    }
+
+    /// Queue mode taking over a transaction the upstream had begun to accept (fallback
+    /// after a temporary refusal): `sender` as sent upstream, and the recipients the
+    /// upstream accepted so far.
+    pub(super) fn carrying(
+        intake: Intake,
+        sender: String,
+        null_sender: bool,
+        recipients: Vec<String>,
+    ) -> Queued {
+        Queued {
+            intake: Some(intake),
+            env: Envelope {
+                sender,
+                null_sender,
+                recipients,
+            },
         }
     }
 }
@@ -139,7 +156,7 @@ impl Relay<'_> {
             recipients: env.recipients,
         };
         let writer = match &q.intake {
-            Some(i) => i.store.begin(msg, SystemTime::now(), None),
+            Some(i) => super::sink::begin(&i.store, msg, None).await,
             None => {
                 self.tx = Tx::Idle;
                 return self.send(STORE_FAULT.as_bytes()).await;
@@ -153,7 +170,10 @@ impl Relay<'_> {
         if !self.send(b"354 End data with <CR><LF>.<CR><LF>\r\n").await {
             return false;
         }
-        match self.stream_message(Sink::Store(Box::new(writer))).await {
+        match self
+            .stream_message(Sink::Store(Box::new(Spool::new(writer))))
+            .await
+        {
             Ok(m) => self.queued_end(m).await,
             Err(keep_going) => {
                 self.tx = Tx::Idle;
@@ -174,7 +194,7 @@ impl Relay<'_> {
             return self.send(why.reply().as_bytes()).await;
         }
         let writer = match m.sink {
-            Sink::Store(w) => *w,
+            Sink::Store(w) => w.finish(),
             _ => return self.send(STORE_FAULT.as_bytes()).await,
         };
         let intake = self.mode.queue().and_then(|q| q.intake.clone());

@@ -12,7 +12,7 @@ use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions};
 
 /// Sends one message with `subject`; returns its queue ID from the 250 reply.
-async fn queue_one(proxy: &Proxy, subject: &str) -> String {
+pub(super) async fn queue_one(proxy: &Proxy, subject: &str) -> String {
     let mut c = Client::connect(proxy.smtp_addr()).await;
     c.ehlo().await;
     let r = c.auth_plain(USER, PASSWORD).await;
@@ -88,6 +88,34 @@ async fn list_show_delete_and_retry_while_serving() {
         assert!(list.contains(want), "{want:?} in\n{list}");
     }
 
+    // The same listing for scripts: one JSON array.
+    let json = run(vec!["queue", "list", "--json"], None)
+        .await
+        .success()
+        .stdout;
+    let all: serde_json::Value = serde_json::from_str(&json).expect("queue list --json");
+    let m = &all[0];
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(m["id"], keep.as_str(), "{json}");
+    assert_eq!(m["account"], "main", "{json}");
+    assert_eq!(m["recipients"][0]["address"], RCPT, "{json}");
+    assert_eq!(m["recipients"][0]["state"], "pending", "{json}");
+    assert!(m["attempts"].as_u64() >= Some(1), "{json}");
+    assert!(
+        m["age_seconds"].is_u64() && m["size"].as_u64() > Some(0),
+        "{json}"
+    );
+    assert_eq!(m["last_error"]["class"], "temporary", "{json}");
+    assert!(m["hint"].as_str().is_some_and(|h| !h.is_empty()), "{json}");
+    let help = run(vec!["queue", "list", "--help"], None)
+        .await
+        .success()
+        .stdout;
+    assert!(
+        help.contains("--json") && help.contains("JSON array"),
+        "{help}"
+    );
+
     let show = run(vec!["queue", "show"], Some(keep.clone()))
         .await
         .success()
@@ -149,6 +177,11 @@ async fn list_show_delete_and_retry_while_serving() {
     proxy.wait_for_log("queue: delivered", WAIT).await;
     let list = run(vec!["queue", "list"], None).await.success().stdout;
     assert_eq!(list, "Mail queue is empty\n");
+    let json = run(vec!["queue", "list", "--json"], None)
+        .await
+        .success()
+        .stdout;
+    assert_eq!(json, "[]\n");
     assert!(proxy.terminate().await.success());
     assert_eq!(
         fake.messages().len(),

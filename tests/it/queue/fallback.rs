@@ -128,3 +128,85 @@ async fn upstream_down_at_mail_is_queued_and_delivered_once() {
     assert_eq!(fake.messages().len(), 1, "delivered once");
     proxy.assert_no_secret(&[crate::support::smtp::DEFAULT_CODE, PASSWORD]);
 }
+
+/// A proxy in `fallback` mode over the upstream at `addr`.
+async fn fallback_proxy(ca: &TestCa, spool: &std::path::Path, addr: SocketAddr) -> Proxy {
+    let builder = ConfigBuilder::new(ca)
+        .account(Account::new("main").smtp(addr.to_string()))
+        .user(USER, PASSWORD, "main")
+        .smtp("optional")
+        .section_line("smtp", "delivery = \"fallback\"")
+        .local_cert_from(ca)
+        .extra(&format!(
+            "\n[queue]\ndir = {}\nretry_min = \"1s\"\n",
+            toml_str(&spool.display().to_string())
+        ));
+    Proxy::start_built(&builder, &[]).await
+}
+
+/// A `451` to MAIL is only "not now": the client gets its MAIL accepted locally and
+/// `250 queued` at the end, and the message reaches the upstream once it takes MAILs.
+#[tokio::test]
+async fn a_temporary_refusal_at_mail_is_queued_and_delivered_once() {
+    let ca = TestCa::new("it-fallback-mail CA");
+    let spool = tempfile::tempdir().unwrap();
+    let opts = SmtpOptions::implicit(&ca).mail_replies(&["451 4.3.0 Try again later"]);
+    let fake = FakeSmtp::start(opts);
+    let proxy = fallback_proxy(&ca, spool.path(), fake.addr()).await;
+    let text = sample_message("MAIL deferred by the upstream");
+    let r = send(&proxy, &text).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    let got = fake.wait_messages(1, WAIT).await;
+    assert!(got[0].data == recorded_form(&text), "{:?}", got[0]);
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    assert!(proxy.terminate().await.success());
+    assert_eq!(fake.messages().len(), 1, "delivered once");
+}
+
+/// In one transaction: a recipient the upstream accepts, one it refuses for good (its
+/// `550` reaches the client unchanged), and one it rate-limits (QQ's "frequency
+/// limited" 550, temporary in effect): the client gets 250 for that one, and the whole
+/// message is queued for the two recipients it was told 250, then delivered once to
+/// both, byte-identical.
+#[tokio::test]
+async fn a_rate_limit_at_rcpt_queues_the_message_for_every_accepted_recipient() {
+    const GONE: &str = "gone@example.com";
+    const LIMITED: &str = "limited@example.com";
+    let ca = TestCa::new("it-fallback-rcpt CA");
+    let spool = tempfile::tempdir().unwrap();
+    let opts = SmtpOptions::implicit(&ca)
+        .rcpt_replies(GONE, &["550 Mailbox not found"])
+        .rcpt_replies(LIMITED, &["550 Ip frequency limited"]);
+    let fake = FakeSmtp::start(opts);
+    let proxy = fallback_proxy(&ca, spool.path(), fake.addr()).await;
+    let text = sample_message("RCPT rate-limited by the upstream");
+    let mut c = Client::connect(proxy.smtp_addr()).await;
+    c.ehlo().await;
+    let r = c.auth_plain(USER, PASSWORD).await;
+    assert!(r.starts_with("235 "), "AUTH: {r}");
+    let r = c.cmd(&format!("MAIL FROM:<{}>", crate::smtp::SENDER)).await;
+    assert!(r.starts_with("250"), "MAIL: {r}");
+    assert_eq!(c.cmd(&format!("RCPT TO:<{RCPT}>")).await, "250 OK\r\n");
+    assert_eq!(
+        c.cmd(&format!("RCPT TO:<{GONE}>")).await,
+        "550 Mailbox not found\r\n",
+        "a permanent refusal is passed on"
+    );
+    let r = c.cmd(&format!("RCPT TO:<{LIMITED}>")).await;
+    assert!(r.starts_with("250 "), "RCPT after a rate limit: {r}");
+    let r = c.cmd("DATA").await;
+    assert!(r.starts_with("354"), "DATA: {r}");
+    c.send(&dot_stuff(&text)).await;
+    c.send(b".\r\n").await;
+    let r = c.reply().await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    assert_eq!(c.cmd("QUIT").await, "221 2.0.0 Bye\r\n");
+    let got = fake.wait_messages(1, WAIT).await;
+    assert!(got[0].data == recorded_form(&text), "{:?}", got[0]);
+    assert_eq!(got[0].rcpt_to, vec![RCPT.to_string(), LIMITED.to_string()]);
+    proxy.wait_for_log("queue: delivered", WAIT).await;
+    assert!(proxy.terminate().await.success());
+    assert_eq!(fake.messages().len(), 1, "delivered once");
+    let left = Store::open_existing(spool.path()).unwrap().list().unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}

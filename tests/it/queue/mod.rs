@@ -9,6 +9,7 @@ mod disk_full;
 mod e2e_crash;
 mod fallback;
 mod outcomes;
+mod requests;
 mod serve;
 mod session;
 

@@ -149,6 +149,9 @@ pub struct SmtpOptions {
     /// Scripted RCPT replies per address (lower case): each RCPT of that address takes
     /// the next one; once they are used up, 250. Shared by every connection.
     pub rcpt_script: std::sync::Arc<std::sync::Mutex<HashMap<String, VecDeque<String>>>>,
+    /// Scripted MAIL replies: each MAIL (of any connection) takes the next one; once
+    /// they are used up, the usual checks and 250.
+    pub mail_script: std::sync::Arc<std::sync::Mutex<VecDeque<String>>>,
 }
 
 impl SmtpOptions {
@@ -163,6 +166,7 @@ impl SmtpOptions {
             fault: Fault::None,
             max_line: 64 * 1024,
             rcpt_script: Default::default(),
+            mail_script: Default::default(),
         }
     }
 
@@ -225,6 +229,14 @@ impl SmtpOptions {
                 .entry(addr.to_ascii_lowercase())
                 .or_default()
                 .extend(replies.iter().map(|r| (*r).to_owned()));
+        }
+        self
+    }
+
+    /// The next MAILs get `replies` (e.g. `"451 4.3.0 try later"`), in order.
+    pub fn mail_replies(self, replies: &[&str]) -> Self {
+        if let Ok(mut script) = self.mail_script.lock() {
+            script.extend(replies.iter().map(|r| (*r).to_owned()));
         }
         self
     }

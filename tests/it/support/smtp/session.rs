@@ -361,6 +361,16 @@ impl<'a> Session<'a> {
         if !matches!(self.txn, Txn::Idle) {
             return self.reply(io, b"503 Error: nested MAIL command").await;
         }
+        let scripted = self
+            .shared
+            .opts
+            .mail_script
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop_front());
+        if let Some(reply) = scripted {
+            return self.reply(io, reply.as_bytes()).await;
+        }
         let Some((from, params)) = path_arg(arg, "FROM:") else {
             return self.reply(io, b"501 Syntax error in parameters").await;
         };
