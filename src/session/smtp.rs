@@ -32,6 +32,7 @@ mod data;
 mod fallback;
 mod queued;
 mod sink;
+mod watch;
 
 /// Bytes read from the client per DATA read.
 const DATA_READ: usize = 64 * 1024;
