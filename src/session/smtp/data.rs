@@ -10,12 +10,12 @@
 //! for an ambiguous end of data (SMTP smuggling, 554 5.6.11) and, in header-rewrite
 //! mode, for a header block too large to rewrite (552 5.3.4).
 
-use std::borrow::Cow;
-
 use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
+pub(super) use super::pipeline::Refusal;
+use super::pipeline::{Pipeline, Step};
 pub(super) use super::sink::{store_chunk, Sink, Streamed};
 pub(super) use super::watch::Interrupt;
 use super::watch::{salvage_reply, send_watching, SALVAGE_WAIT};
@@ -23,48 +23,14 @@ use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError};
 use crate::proto::smtp::command::reply;
-use crate::proto::smtp::data::DataScanner;
-use crate::proto::smtp::header::{self, HeaderCollector, Headers};
+use crate::proto::smtp::framing::DataFraming;
+use crate::proto::smtp::header::{self, HeaderCollector};
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
 /// Once the upstream is gone mid-message, how much more of it is read and dropped (to
 /// keep the client's session in step) when the provider's SIZE is unknown; past that
 /// (or past SIZE and this much again) the client is answered and the session closed.
 const DISCARD_MAX: u64 = 128 * 1024 * 1024;
-
-/// Why the proxy itself refuses a message, whatever the upstream would say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
-    /// An ambiguous end-of-data sequence (SMTP smuggling): some servers would end the
-    /// message there and read the rest as commands.
-    Smuggling,
-    /// With `rewrite_sender = "header"`, a header block over [`header::MAX_HEADER`]: its
-    /// From could not be rewritten, and must not pass as written.
-    HeaderTooLarge,
-    /// With `rewrite_sender = "header"`, a header block holding a bare CR: a reader that
-    /// breaks lines there would see a From the rewrite did not.
-    HeaderBareCr,
-}
-
-impl Refusal {
-    /// The reply to the end of data.
-    pub(super) fn reply(self) -> &'static str {
-        match self {
-            Refusal::Smuggling => reply::SMUGGLING,
-            Refusal::HeaderTooLarge => header::HEADER_TOO_LARGE,
-            Refusal::HeaderBareCr => header::HEADER_BARE_CR,
-        }
-    }
-
-    /// Why, for the log.
-    pub(super) fn reason(self) -> &'static str {
-        match self {
-            Refusal::Smuggling => "ambiguous end-of-data sequence (SMTP smuggling)",
-            Refusal::HeaderTooLarge => "header block too large to rewrite its From",
-            Refusal::HeaderBareCr => "bare CR in the header block, whose From must be rewritten",
-        }
-    }
-}
 
 impl Relay<'_> {
     /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
@@ -94,17 +60,13 @@ impl Relay<'_> {
         }
     }
 
-    /// Reads the message to its end through the smuggling scanner and (with
-    /// `rewrite_sender = "header"`) the From rewrite, feeding `sink`: the one loop of the
-    /// relay and of the queue. `Err(keep_going)` when the session ended or was answered.
+    /// Reads the message to its end through the [`Pipeline`] (end-of-data framing under
+    /// the session's line-ending rule, the header editor), feeding `sink`: the one loop of
+    /// the relay and of the queue. `Err(keep_going)` when the session ended or was
+    /// answered.
     pub(super) async fn stream_message(&mut self, mut sink: Sink) -> Result<Streamed, bool> {
-        let rewrite_header =
-            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
-        let mut headers = rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER));
-        let mut scanner = DataScanner::new();
+        let mut pipeline = Pipeline::new(self.framing(), self.header_editor());
         let mut size = 0usize;
-        // Set when the proxy refuses the message itself; nothing more goes upstream.
-        let mut refused: Option<Refusal> = None;
         // Set when the upstream interrupted the message, with the reply it sent if whole.
         let mut interrupted: Option<(Interrupt, Option<Reply>)> = None;
         let discard_max = self
@@ -113,6 +75,7 @@ impl Relay<'_> {
             .map_or(DISCARD_MAX, |n| n.saturating_add(DISCARD_MAX / 16));
         let mut discarded = 0u64;
         loop {
+            let refused = pipeline.refused();
             if self.sink_gone(&sink, refused) && discarded > discard_max {
                 let lost = sink.lost_reply();
                 return Err(self
@@ -122,62 +85,81 @@ impl Relay<'_> {
             if self.buf.is_empty() && !self.read_data().await {
                 return Err(false);
             }
-            let scan = scanner.feed(&self.buf);
-            if scan.smuggling.is_some() {
-                // Some servers would end the message here and read the rest as
-                // commands: never let them see it.
-                refused.get_or_insert(Refusal::Smuggling);
-            }
-            let n = scan.end.unwrap_or(self.buf.len());
-            let chunk = self.buf.split_to(n);
-            size += n;
-            let ended = scan.end.is_some();
-            let out = outgoing(
-                &mut headers,
-                &mut refused,
-                &chunk,
-                ended,
-                &self.account.email,
-            );
-            if refused.is_some() {
+            let Step { taken, ended, out } = pipeline.take(&mut self.buf, &self.account.email);
+            size += taken;
+            if pipeline.refused().is_some() {
                 // Drop the upstream mid-message, without the final dot, so it discards
                 // whatever it already has; the rest is read and dropped.
                 self.up = None;
             }
-            if self.sink_gone(&sink, refused) {
-                discarded += n as u64;
+            if self.sink_gone(&sink, pipeline.refused()) {
+                discarded += taken as u64;
             }
-            // After an interruption `up` is gone: the rest of the message is read and
-            // dropped, so the client's next command is read as one.
-            match (out, &mut sink) {
-                (Some(bytes), Sink::Upstream) if self.up.is_some() => {
-                    if let Err(why) = self.forward_upstream(&bytes).await {
-                        let salvaged = self.salvage().await;
-                        interrupted = Some((why, salvaged));
-                    }
+            if let Some(bytes) = out {
+                if let Some(why) = self.hand_on(&mut sink, &bytes, ended).await {
+                    interrupted = Some(why);
                 }
-                (Some(bytes), Sink::Store(w)) => store_chunk(w, &bytes, ended),
-                (Some(bytes), Sink::Both(w)) => {
-                    store_chunk(w, &bytes, ended);
-                    if self.up.is_some() {
-                        if let Err(why) = self.forward_upstream(&bytes).await {
-                            let salvaged = self.salvage().await;
-                            interrupted = Some((why, salvaged));
-                        }
-                    }
-                }
-                _ => {}
             }
             if ended {
                 break;
             }
         }
         Ok(Streamed {
-            refused,
+            refused: pipeline.refused(),
             interrupted,
             size,
             sink,
         })
+    }
+
+    /// Hands `bytes` to `sink`; the upstream's interruption, if it interrupted. After one
+    /// `up` is gone: the rest of the message is read and dropped, so the client's next
+    /// command is read as one.
+    async fn hand_on(
+        &mut self,
+        sink: &mut Sink,
+        bytes: &[u8],
+        ended: bool,
+    ) -> Option<(Interrupt, Option<Reply>)> {
+        let upstream = match sink {
+            Sink::Upstream => true,
+            Sink::Store(w) => {
+                store_chunk(w, bytes, ended);
+                false
+            }
+            Sink::Both(w) => {
+                store_chunk(w, bytes, ended);
+                true
+            }
+        };
+        if !upstream || self.up.is_none() {
+            return None;
+        }
+        let why = self.forward_upstream(bytes).await.err()?;
+        let salvaged = self.salvage().await;
+        Some((why, salvaged))
+    }
+
+    /// The DATA framing for this session's next message: the bare-LF rule when every
+    /// command line so far ended in a bare LF (logged once per session), else the strict
+    /// one.
+    fn framing(&mut self) -> DataFraming {
+        let framing = DataFraming::for_session(self.framer.endings());
+        if framing.is_bare_lf() && !self.told_bare_lf {
+            self.told_bare_lf = true;
+            info!(
+                "client ends its lines with a bare LF: its messages may end with a bare-LF dot \
+                 line, and go upstream with CRLF line ends"
+            );
+        }
+        framing
+    }
+
+    /// The header editor for this session's messages, if any: `rewrite_sender = "header"`.
+    fn header_editor(&self) -> Option<HeaderCollector> {
+        let rewrite_header =
+            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
+        rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER))
     }
 
     /// Nothing more goes anywhere: the rest of the message is read and dropped.
@@ -357,41 +339,5 @@ impl Relay<'_> {
         let got = salvage_reply(&mut up.conn, SALVAGE_WAIT).await;
         debug!(reply = ?got.as_ref().map(|r| show(&r.raw)), "reply taken from an interrupted upstream");
         got.filter(|r| (400..600).contains(&r.code))
-    }
-}
-
-/// What of `chunk` goes upstream now: all of it; nothing once the message is refused;
-/// with header rewriting, nothing until the header block is whole, then the rewritten
-/// block and what followed it (the collector is dropped), or nothing ever if the block is
-/// too large (the message is then refused).
-fn outgoing<'c>(
-    headers: &mut Option<HeaderCollector>,
-    refused: &mut Option<Refusal>,
-    chunk: &'c [u8],
-    ended: bool,
-    account: &str,
-) -> Option<Cow<'c, [u8]>> {
-    if refused.is_some() {
-        return None;
-    }
-    let Some(h) = headers.as_mut() else {
-        return Some(Cow::Borrowed(chunk));
-    };
-    match h.feed(chunk, ended, account) {
-        Headers::NeedMore => None,
-        Headers::Ready(bytes) => {
-            *headers = None;
-            Some(Cow::Owned(bytes))
-        }
-        Headers::TooLarge => {
-            *headers = None;
-            *refused = Some(Refusal::HeaderTooLarge);
-            None
-        }
-        Headers::BareCr => {
-            *headers = None;
-            *refused = Some(Refusal::HeaderBareCr);
-            None
-        }
     }
 }

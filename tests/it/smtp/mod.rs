@@ -18,6 +18,7 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, Message, SmtpOptions, DEFAULT_CODE, DEFAULT_USER};
 
+mod bare_lf;
 mod behaviour;
 mod clients;
 mod data_rules;
