@@ -169,6 +169,8 @@ async fn bare_lf_sessions_replayed() {
                 );
             }
         }
+        // Every line of the session is in the log once its end is.
+        gw.proxy.wait_for_log("session end", WAIT).await;
         let logs = gw.proxy.logs();
         let told = logs.matches("client ends its lines with a bare LF").count();
         let bare = case.name.starts_with("LF-only");
