@@ -33,6 +33,7 @@ mod fallback;
 mod pipeline;
 mod queued;
 mod sink;
+pub mod stamp;
 mod watch;
 
 /// Bytes read from the client per DATA read.

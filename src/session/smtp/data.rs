@@ -155,11 +155,20 @@ impl Relay<'_> {
         framing
     }
 
-    /// The header editor for this session's messages, if any: `rewrite_sender = "header"`.
+    /// The header editor for this message, if any: the From rewrite of `rewrite_sender =
+    /// "header"`, and the fields `add_missing_headers` adds (fresh values per message).
     fn header_editor(&self) -> Option<HeaderCollector> {
-        let rewrite_header =
-            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
-        rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER))
+        let smtp = self.rt.config.smtp.as_ref();
+        let rewrite = smtp.map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
+        let missing = smtp
+            .is_none_or(|s| s.add_missing_headers)
+            .then(|| super::stamp::missing(&self.rt.config.hostname));
+        match (rewrite, missing) {
+            (true, Some(m)) => Some(HeaderCollector::new(header::MAX_HEADER).also_adding(m)),
+            (true, None) => Some(HeaderCollector::new(header::MAX_HEADER)),
+            (false, Some(m)) => Some(HeaderCollector::adding_only(header::MAX_HEADER, m)),
+            (false, None) => None,
+        }
     }
 
     /// Nothing more goes anywhere: the rest of the message is read and dropped.

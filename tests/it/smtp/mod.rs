@@ -23,6 +23,7 @@ mod behaviour;
 mod clients;
 mod data_rules;
 mod faults;
+mod headers;
 mod negative;
 mod transfer;
 mod upstream_close;
