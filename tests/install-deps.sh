@@ -6,6 +6,8 @@ set -euo pipefail
 packages=(
   # clients driven by tests/it and tests/interop
   curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
+  # script(1), the pseudo-terminal of tests/it/cli/colour.rs (Essential, listed to say why)
+  bsdutils
   # network namespaces with many IPv6 addresses (tests/it/hardening/netns.rs)
   iproute2
   # the stand-in for QQ Mail in tests/interop

@@ -2,13 +2,18 @@
 //! arbitrary chunks must report the same end and smuggling position as when fed the
 //! whole stream, and both must match a naive reference; `header::rewrite_originator` and
 //! `header::header_end` must never panic, a rewrite must be stable, and the
-//! `header::HeaderCollector` must decide the same at any chunking.
+//! `header::HeaderCollector` must decide the same at any chunking. The bare-LF framing
+//! (`framing::DataFraming`) must hand on the same bytes at any chunking, with no bare LF
+//! left, ending where a strict reader of its output ends; `header::add_missing` must be
+//! stable (a second pass adds nothing).
 //!
 //! Input layout: byte 0 and 1 pick chunk sizes (cycled), the rest is the stream.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use qqmail_proxy::proto::line::LineEndings;
 use qqmail_proxy::proto::smtp::data::DataScanner;
+use qqmail_proxy::proto::smtp::framing::DataFraming;
 use qqmail_proxy::proto::smtp::header;
 
 const ACCOUNT: &str = "12345@qq.com";
@@ -86,6 +91,23 @@ fn collect(stream: &[u8], size: usize, limit: usize) -> Option<Vec<u8>> {
     Some(Vec::new())
 }
 
+/// What the bare-LF framing hands on for `stream` fed in `size`-byte pieces, the end (in
+/// the client's bytes) and whether it saw smuggling.
+fn frame_bare_lf(stream: &[u8], size: usize) -> (Vec<u8>, Option<usize>, bool) {
+    let mut framing = DataFraming::for_session(LineEndings::BareLf);
+    let (mut out, mut offset, mut smuggling) = (Vec::new(), 0, false);
+    for piece in stream.chunks(size) {
+        let framed = framing.feed(piece);
+        smuggling |= framed.smuggling;
+        out.extend_from_slice(&framed.out);
+        if let Some(end) = framed.end {
+            return (out, Some(offset + end), smuggling);
+        }
+        offset += piece.len();
+    }
+    (out, None, smuggling)
+}
+
 fuzz_target!(|data: &[u8]| {
     let sizes: Vec<usize> = data.iter().take(2).map(|&b| usize::from(b) + 1).collect();
     let stream = data.get(2..).unwrap_or_default();
@@ -115,6 +137,45 @@ fuzz_target!(|data: &[u8]| {
             header::rewrite_originator(&out, ACCOUNT),
             None,
             "rewrite is not stable"
+        );
+    }
+
+    // The bare-LF framing: chunking changes nothing, no bare LF goes on, and a strict
+    // reader of what goes on (the upstream) ends where the framing did.
+    let framed = frame_bare_lf(stream, sizes[0]);
+    assert_eq!(
+        frame_bare_lf(stream, stream.len().max(1)),
+        framed,
+        "chunking changed the framing"
+    );
+    let (out, end, smuggling) = &framed;
+    assert!(
+        !out.iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\n' && (i == 0 || out[i - 1] != b'\r')),
+        "a bare LF went on"
+    );
+    let strict = scan(out, &[out.len().max(1)]);
+    assert_eq!(
+        strict.0.is_some(),
+        end.is_some(),
+        "the upstream would end elsewhere"
+    );
+    assert_eq!(
+        strict.1.is_some(),
+        *smuggling,
+        "smuggling judged differently"
+    );
+
+    let missing = header::Missing {
+        date: "Mon, 7 Dec 2026 08:00:00 +0800".into(),
+        message_id: "<1.2.3@gw.example>".into(),
+    };
+    if let Some(out) = header::add_missing(block, &missing, ACCOUNT) {
+        assert_eq!(
+            header::add_missing(&out, &missing, ACCOUNT),
+            None,
+            "add_missing is not stable"
         );
     }
 

@@ -48,6 +48,8 @@ fn build(config: Config, kept: Kept) -> Result<Runtime> {
 
 /// Runs the proxy.
 pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
+    // Before any thread exists (see session::smtp::stamp).
+    crate::session::smtp::stamp::init_local_offset();
     let config = Config::load(path, &ProcessEnv)?;
     init_logging(log_format.or(config.log_format).unwrap_or_default());
     for w in &config.warnings {

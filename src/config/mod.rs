@@ -164,6 +164,8 @@ pub struct SmtpSettings {
     pub unauthenticated_account: Option<usize>,
     /// `[smtp] delivery`: for users without their own, and for allow-listed clients.
     pub delivery: Delivery,
+    /// `[smtp] add_missing_headers`: Date, Message-ID and From added when missing.
+    pub add_missing_headers: bool,
 }
 
 /// The local certificate for STARTTLS.

@@ -170,6 +170,8 @@ pub struct RawSmtp {
     pub i_know_this_is_an_open_relay: Option<bool>,
     /// `relay`, `queue` or `fallback`.
     pub delivery: Option<String>,
+    /// Add Date, Message-ID and From when a message lacks them (default true).
+    pub add_missing_headers: Option<bool>,
 }
 
 /// `[queue]`.

@@ -318,6 +318,11 @@ fn every_mistake_names_the_key_and_the_fix() {
             vec!["[smtp] rewrite_sender", "\"always\"", "\"envelope\""],
         ),
         (
+            "add_missing_headers not a boolean",
+            smtp_with("add_missing_headers = \"yes\""),
+            vec!["add_missing_headers", "expected a boolean"],
+        ),
+        (
             "bad starttls mode",
             smtp_with("starttls = \"maybe\""),
             vec!["starttls", "unknown variant `maybe`", "`optional`"],
@@ -473,6 +478,12 @@ fn server_forms_and_defaults() {
         c.smtp.as_ref().map(|s| s.rewrite_sender),
         Some(RewriteSender::Envelope)
     );
+    assert_eq!(c.smtp.as_ref().map(|s| s.add_missing_headers), Some(true));
+    let c = f.ok(
+        &format!("{ACCOUNT}{SMTP}add_missing_headers = false\n"),
+        &[],
+    );
+    assert_eq!(c.smtp.as_ref().map(|s| s.add_missing_headers), Some(false));
 }
 
 #[test]

@@ -441,6 +441,7 @@ fn validate_smtp(
         allow_unauthenticated: allow,
         unauthenticated_account,
         delivery,
+        add_missing_headers: s.add_missing_headers.unwrap_or(true),
     })
 }
 

@@ -17,14 +17,42 @@ pub enum Frame {
     NeedMore,
 }
 
+/// How a session's command lines have ended so far. SMTP needs it to choose the DATA
+/// framing (issue 17): a client that has only ever sent bare LFs may end its message with
+/// a bare-LF dot line; one that has sent a CRLF must use `CRLF . CRLF` (RFC 5321
+/// §4.1.1.4), since for it a bare LF is not a line end and `\n.\n` is a smuggling form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LineEndings {
+    /// No line has ended yet.
+    #[default]
+    None,
+    /// Every line so far ended in a bare LF.
+    BareLf,
+    /// At least one line ended in CRLF (whatever the others did).
+    Crlf,
+}
+
+impl LineEndings {
+    /// The endings after one more line, ended by CRLF (`crlf`) or a bare LF.
+    #[must_use]
+    pub fn then(self, crlf: bool) -> LineEndings {
+        match (self, crlf) {
+            (_, true) | (LineEndings::Crlf, _) => LineEndings::Crlf,
+            _ => LineEndings::BareLf,
+        }
+    }
+}
+
 /// Splits a byte stream into lines of at most `max` bytes, keeping no state but a scan
-/// offset (so that a line arriving one byte at a time is scanned once) and whether an
-/// overlong line is being skipped.
+/// offset (so that a line arriving one byte at a time is scanned once), whether an
+/// overlong line is being skipped, and how the lines have ended ([`LineEndings`]).
 #[derive(Debug, Clone)]
 pub struct LineFramer {
     max: usize,
     scanned: usize,
     discarding: bool,
+    endings: LineEndings,
+    last_crlf: bool,
 }
 
 impl LineFramer {
@@ -34,6 +62,32 @@ impl LineFramer {
             max,
             scanned: 0,
             discarding: false,
+            endings: LineEndings::None,
+            last_crlf: true,
+        }
+    }
+
+    /// A framer that goes on from a session's earlier one (the SMTP relay after the login
+    /// phase): the line endings seen so far carry over.
+    #[must_use]
+    pub fn with_endings(mut self, endings: LineEndings) -> Self {
+        self.endings = endings;
+        self
+    }
+
+    /// How the lines framed so far have ended (the tails of overlong lines, whose CR may
+    /// have been dropped with the rest, are not counted).
+    pub fn endings(&self) -> LineEndings {
+        self.endings
+    }
+
+    /// The line ending of the last line framed: CRLF, or `\n` for a bare LF (for a line
+    /// handed on as it was sent).
+    pub fn last_ending(&self) -> &'static [u8] {
+        if self.last_crlf {
+            b"\r\n"
+        } else {
+            b"\n"
         }
     }
 
@@ -59,9 +113,11 @@ impl LineFramer {
                     }
                     let mut line = buf.split_to(end);
                     line.truncate(line.len() - 1);
-                    if line.last() == Some(&b'\r') {
+                    self.last_crlf = line.last() == Some(&b'\r');
+                    if self.last_crlf {
                         line.truncate(line.len() - 1);
                     }
+                    self.endings = self.endings.then(self.last_crlf);
                     if line.len() > self.max {
                         wipe(&mut line);
                         return Frame::TooLong;
@@ -161,6 +217,46 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn endings_table() {
+        use LineEndings::*;
+        let cases: &[(&[u8], LineEndings, &[u8])] = &[
+            (b"", None, b"\r\n"),
+            (b"partial", None, b"\r\n"),
+            (b"EHLO x\n", BareLf, b"\n"),
+            (b"EHLO x\nAUTH LOGIN\nMAIL FROM:<a>\n", BareLf, b"\n"),
+            (b"EHLO x\r\n", Crlf, b"\r\n"),
+            (b"EHLO x\nMAIL FROM:<a>\r\n", Crlf, b"\r\n"),
+            (b"EHLO x\r\nMAIL FROM:<a>\n", Crlf, b"\n"),
+            // A bare CR inside the line is text; the line still ends in a bare LF.
+            (b"a\rb\n", BareLf, b"\n"),
+            // An overlong line found whole counts; one skipped in pieces does not.
+            (b"12345678901234567\nok\n", BareLf, b"\n"),
+        ];
+        for (input, want, last) in cases {
+            for chunk in [1, 2, 3, 5, 7, 64, 512] {
+                let mut f = LineFramer::new(16);
+                let mut buf = BytesMut::new();
+                for piece in input.chunks(chunk) {
+                    buf.extend_from_slice(piece);
+                    while f.next_frame(&mut buf) != Frame::NeedMore {}
+                }
+                let what = format!("{:?} chunk {chunk}", String::from_utf8_lossy(input));
+                assert_eq!(f.endings(), *want, "{what}");
+                assert_eq!(f.last_ending(), *last, "{what}");
+            }
+        }
+        assert_eq!(LineFramer::new(5).with_endings(Crlf).endings(), Crlf);
+        let mut f = LineFramer::new(5).with_endings(Crlf);
+        let mut buf = BytesMut::from(&b"QUIT\n"[..]);
+        f.next_frame(&mut buf);
+        assert_eq!(
+            f.endings(),
+            Crlf,
+            "a CRLF seen in the login phase is not forgotten"
+        );
     }
 
     #[test]

@@ -212,4 +212,10 @@ pub trait LoginPhase {
 
     /// Sent before closing a client that is still logging in when the proxy shuts down.
     fn shutdown_reply(&self) -> Vec<u8>;
+
+    /// How the client's lines have ended so far, for a relay that goes on framing them
+    /// (SMTP's DATA framing depends on it; see `proto::smtp::framing`).
+    fn line_endings(&self) -> line::LineEndings {
+        line::LineEndings::None
+    }
 }

@@ -4,13 +4,14 @@
 
 use bytes::BytesMut;
 
-use super::line::{Frame, LineFramer};
+use super::line::{Frame, LineEndings, LineFramer};
 use super::sasl::{self, Mechanism, SaslError};
 use super::{Action, Credentials, LoginOutcome, LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::secrets::wipe;
 
 pub mod command;
 pub mod data;
+pub mod framing;
 pub mod header;
 
 use command::{reply, Command, Extensions};
@@ -143,10 +144,11 @@ impl SmtpLogin {
             },
             Command::Mail { .. } if self.state == State::Fresh => self.error(reply::EHLO_FIRST),
             Command::Mail { .. } if self.policy.allow_unauthenticated => {
-                // Leave the MAIL command in the input: the relay phase handles it.
+                // Leave the MAIL command in the input, ended as it was sent (the relay
+                // tracks line endings too): the relay phase handles it.
                 let rest = input.split();
                 input.extend_from_slice(line);
-                input.extend_from_slice(b"\r\n");
+                input.extend_from_slice(self.framer.last_ending());
                 input.unsplit(rest);
                 self.state = State::Done;
                 Action::Proceed
@@ -266,6 +268,10 @@ impl LoginPhase for SmtpLogin {
 
     fn shutdown_reply(&self) -> Vec<u8> {
         reply::SHUTDOWN.into()
+    }
+
+    fn line_endings(&self) -> LineEndings {
+        self.framer.endings()
     }
 }
 

@@ -126,6 +126,7 @@ pub async fn run<P: LoginPhase>(
     };
     let logged_in = login_phase(&cx, client, &mut buf, &mut phase, &mut report).await;
     if let Some((client, done)) = logged_in {
+        let endings = phase.line_endings();
         let limits = &rt.config.limits;
         // The SMTP sessions' account, upstream and delivery mode; IMAP and POP3 splice.
         // `_refill` lives until the relay is over (or SETTLE has passed).
@@ -155,7 +156,7 @@ pub async fn run<P: LoginPhase>(
         smtp::relay(
             &rt,
             client,
-            buf,
+            (buf, endings),
             account,
             up,
             delivery,

@@ -17,7 +17,7 @@ use tracing::{debug, warn};
 use super::{login_upstream, Outcome, Purpose, Report, Upstream};
 use crate::config::{Account, Delivery, RewriteSender};
 use crate::net::show;
-use crate::proto::line::{Frame, LineFramer};
+use crate::proto::line::{Frame, LineEndings, LineFramer};
 use crate::proto::smtp::command::{self, reply, Command, Extensions};
 use crate::proto::smtp::MAX_ERRORS;
 use crate::proto::Protocol;
@@ -31,8 +31,11 @@ use super::stream::ClientStream;
 
 mod data;
 mod fallback;
+mod pipeline;
 mod queued;
 mod sink;
+pub mod stamp;
+mod watch;
 
 /// Why there is no upstream reply after `upstream_command` gave none (for logs).
 const LOST: &str = "the upstream connection was lost";
@@ -62,6 +65,8 @@ struct Relay<'a> {
     client: ClientStream,
     buf: BytesMut,
     framer: LineFramer,
+    /// The bare-LF DATA rule has been logged for this session.
+    told_bare_lf: bool,
     account: Arc<Account>,
     up: Option<SmtpUpstream>,
     tx: Tx,
@@ -108,11 +113,12 @@ impl Mode {
 
 /// Runs the relay until QUIT, a timeout, or the client leaves, handing messages on as
 /// `delivery` says (`Queue` also for a `fallback` login whose upstream was unreachable).
+/// `(buf, endings)`: what the login phase left unread, and how its lines ended.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     rt: &Runtime,
     client: ClientStream,
-    buf: BytesMut,
+    (buf, endings): (BytesMut, LineEndings),
     account: Arc<Account>,
     up: Option<SmtpUpstream>,
     delivery: Delivery,
@@ -129,7 +135,8 @@ pub async fn relay(
         rt,
         client,
         buf,
-        framer: LineFramer::new(rt.config.limits.max_line_length),
+        framer: LineFramer::new(rt.config.limits.max_line_length).with_endings(endings),
+        told_bare_lf: false,
         account,
         up,
         tx: Tx::Idle,

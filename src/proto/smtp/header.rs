@@ -10,8 +10,10 @@
 //! relayed with its From unchecked.
 
 mod collect;
+mod missing;
 
 pub use collect::{HeaderCollector, Headers, HEADER_BARE_CR, HEADER_TOO_LARGE, MAX_HEADER};
+pub use missing::{add_missing, Missing};
 
 /// The end of the header block: the index just after its first empty line, CRLF or a
 /// bare LF (which printers send), at the very start included (no header fields at all).

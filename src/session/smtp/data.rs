@@ -10,87 +10,28 @@
 //! for an ambiguous end of data (SMTP smuggling, 554 5.6.11) and, in header-rewrite
 //! mode, for a header block too large to rewrite (552 5.3.4).
 
-use std::borrow::Cow;
-use std::future::poll_fn;
-use std::io;
-use std::pin::Pin;
-use std::task::Poll;
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tracing::{debug, info, warn};
 
 use super::super::Outcome;
+pub(super) use super::pipeline::Refusal;
+use super::pipeline::{Pipeline, Step};
 pub(super) use super::sink::{Sink, Spool, Streamed};
+pub(super) use super::watch::Interrupt;
+use super::watch::{salvage_reply, send_watching, SALVAGE_WAIT};
 use super::{Relay, Tx, DATA_READ};
 use crate::config::RewriteSender;
-use crate::net::{show, LineError, LineStream};
+use crate::net::{show, LineError};
 use crate::proto::smtp::command::reply;
-use crate::proto::smtp::data::DataScanner;
-use crate::proto::smtp::header::{self, HeaderCollector, Headers};
+use crate::proto::smtp::framing::DataFraming;
+use crate::proto::smtp::header::{self, HeaderCollector};
 use crate::queue::classify::Stage;
 use crate::upstream::smtp::{read_reply, Reply, ReplyError};
 
-/// Most bytes taken of a reply that interrupted DATA (real ones are a line or two).
-const SALVAGE_MAX: usize = 8 * 1024;
-/// How long the rest of such a reply may take once its first bytes (or the close) arrived.
-const SALVAGE_WAIT: Duration = Duration::from_secs(2);
 /// Once the upstream is gone mid-message, how much more of it is read and dropped (to
 /// keep the client's session in step) when the provider's SIZE is unknown; past that
 /// (or past SIZE and this much again) the client is answered and the session closed.
 const DISCARD_MAX: u64 = 128 * 1024 * 1024;
-
-/// Why forwarding stopped before the end of data.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum Interrupt {
-    /// The upstream sent bytes before the end of data: an early reply (§4.1.1.4 gives the
-    /// server no reply before `<CRLF>.<CRLF>`, so one that comes is a refusal).
-    #[error("the upstream replied before the end of data")]
-    Spoke,
-    /// The upstream closed its side.
-    #[error("the upstream closed the connection")]
-    Closed,
-    /// A read or write failed (reset, broken pipe, TLS error).
-    #[error("{0}")]
-    Failed(io::Error),
-    /// A write did not finish within the upstream timeout.
-    #[error("a write to the upstream timed out")]
-    TimedOut,
-}
-
-/// Why the proxy itself refuses a message, whatever the upstream would say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
-    /// An ambiguous end-of-data sequence (SMTP smuggling): some servers would end the
-    /// message there and read the rest as commands.
-    Smuggling,
-    /// With `rewrite_sender = "header"`, a header block over [`header::MAX_HEADER`]: its
-    /// From could not be rewritten, and must not pass as written.
-    HeaderTooLarge,
-    /// With `rewrite_sender = "header"`, a header block holding a bare CR: a reader that
-    /// breaks lines there would see a From the rewrite did not.
-    HeaderBareCr,
-}
-
-impl Refusal {
-    /// The reply to the end of data.
-    pub(super) fn reply(self) -> &'static str {
-        match self {
-            Refusal::Smuggling => reply::SMUGGLING,
-            Refusal::HeaderTooLarge => header::HEADER_TOO_LARGE,
-            Refusal::HeaderBareCr => header::HEADER_BARE_CR,
-        }
-    }
-
-    /// Why, for the log.
-    pub(super) fn reason(self) -> &'static str {
-        match self {
-            Refusal::Smuggling => "ambiguous end-of-data sequence (SMTP smuggling)",
-            Refusal::HeaderTooLarge => "header block too large to rewrite its From",
-            Refusal::HeaderBareCr => "bare CR in the header block, whose From must be rewritten",
-        }
-    }
-}
 
 impl Relay<'_> {
     /// Streams the message (RFC 5321 §4.1.1.4). Never answers 250 on its own.
@@ -125,17 +66,13 @@ impl Relay<'_> {
         }
     }
 
-    /// Reads the message to its end through the smuggling scanner and (with
-    /// `rewrite_sender = "header"`) the From rewrite, feeding `sink`: the one loop of the
-    /// relay and of the queue. `Err(keep_going)` when the session ended or was answered.
+    /// Reads the message to its end through the [`Pipeline`] (end-of-data framing under
+    /// the session's line-ending rule, the header editor), feeding `sink`: the one loop of
+    /// the relay and of the queue. `Err(keep_going)` when the session ended or was
+    /// answered.
     pub(super) async fn stream_message(&mut self, mut sink: Sink) -> Result<Streamed, bool> {
-        let rewrite_header =
-            self.rt.config.smtp.as_ref().map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
-        let mut headers = rewrite_header.then(|| HeaderCollector::new(header::MAX_HEADER));
-        let mut scanner = DataScanner::new();
+        let mut pipeline = Pipeline::new(self.framing(), self.header_editor());
         let mut size = 0usize;
-        // Set when the proxy refuses the message itself; nothing more goes upstream.
-        let mut refused: Option<Refusal> = None;
         // Set when the upstream interrupted the message, with the reply it sent if whole.
         let mut interrupted: Option<(Interrupt, Option<Reply>)> = None;
         let discard_max = self
@@ -144,6 +81,7 @@ impl Relay<'_> {
             .map_or(DISCARD_MAX, |n| n.saturating_add(DISCARD_MAX / 16));
         let mut discarded = 0u64;
         loop {
+            let refused = pipeline.refused();
             if self.sink_gone(&sink, refused) && discarded > discard_max {
                 let lost = sink.lost_reply();
                 return Err(self
@@ -153,62 +91,90 @@ impl Relay<'_> {
             if self.buf.is_empty() && !self.read_data().await {
                 return Err(false);
             }
-            let scan = scanner.feed(&self.buf);
-            if scan.smuggling.is_some() {
-                // Some servers would end the message here and read the rest as
-                // commands: never let them see it.
-                refused.get_or_insert(Refusal::Smuggling);
-            }
-            let n = scan.end.unwrap_or(self.buf.len());
-            let chunk = self.buf.split_to(n);
-            size += n;
-            let ended = scan.end.is_some();
-            let out = outgoing(
-                &mut headers,
-                &mut refused,
-                &chunk,
-                ended,
-                &self.account.email,
-            );
-            if refused.is_some() {
+            let Step { taken, ended, out } = pipeline.take(&mut self.buf, &self.account.email);
+            size += taken;
+            if pipeline.refused().is_some() {
                 // Drop the upstream mid-message, without the final dot, so it discards
                 // whatever it already has; the rest is read and dropped.
                 self.up = None;
             }
-            if self.sink_gone(&sink, refused) {
-                discarded += n as u64;
+            if self.sink_gone(&sink, pipeline.refused()) {
+                discarded += taken as u64;
             }
-            // After an interruption `up` is gone: the rest of the message is read and
-            // dropped, so the client's next command is read as one.
-            match (out, &mut sink) {
-                (Some(bytes), Sink::Upstream) if self.up.is_some() => {
-                    if let Err(why) = self.forward_upstream(&bytes).await {
-                        let salvaged = self.salvage().await;
-                        interrupted = Some((why, salvaged));
-                    }
+            if let Some(bytes) = out {
+                if let Some(why) = self.hand_on(&mut sink, &bytes, ended).await {
+                    interrupted = Some(why);
                 }
-                (Some(bytes), Sink::Store(w)) => w.push(&bytes, ended).await,
-                (Some(bytes), Sink::Both(w)) => {
-                    w.push(&bytes, ended).await;
-                    if self.up.is_some() {
-                        if let Err(why) = self.forward_upstream(&bytes).await {
-                            let salvaged = self.salvage().await;
-                            interrupted = Some((why, salvaged));
-                        }
-                    }
-                }
-                _ => {}
             }
             if ended {
                 break;
             }
         }
         Ok(Streamed {
-            refused,
+            refused: pipeline.refused(),
             interrupted,
             size,
             sink,
         })
+    }
+
+    /// Hands `bytes` to `sink`; the upstream's interruption, if it interrupted. After one
+    /// `up` is gone: the rest of the message is read and dropped, so the client's next
+    /// command is read as one.
+    async fn hand_on(
+        &mut self,
+        sink: &mut Sink,
+        bytes: &[u8],
+        ended: bool,
+    ) -> Option<(Interrupt, Option<Reply>)> {
+        let upstream = match sink {
+            Sink::Upstream => true,
+            Sink::Store(w) => {
+                w.push(bytes, ended).await;
+                false
+            }
+            Sink::Both(w) => {
+                w.push(bytes, ended).await;
+                true
+            }
+        };
+        if !upstream || self.up.is_none() {
+            return None;
+        }
+        let why = self.forward_upstream(bytes).await.err()?;
+        let salvaged = self.salvage().await;
+        Some((why, salvaged))
+    }
+
+    /// The DATA framing for this session's next message: the bare-LF rule when every
+    /// command line so far ended in a bare LF (logged once per session), else the strict
+    /// one.
+    fn framing(&mut self) -> DataFraming {
+        let framing = DataFraming::for_session(self.framer.endings());
+        if framing.is_bare_lf() && !self.told_bare_lf {
+            self.told_bare_lf = true;
+            info!(
+                "client ends its lines with a bare LF: its messages may end with a bare-LF dot \
+                 line, and go upstream with CRLF line ends"
+            );
+        }
+        framing
+    }
+
+    /// The header editor for this message, if any: the From rewrite of `rewrite_sender =
+    /// "header"`, and the fields `add_missing_headers` adds (fresh values per message).
+    fn header_editor(&self) -> Option<HeaderCollector> {
+        let smtp = self.rt.config.smtp.as_ref();
+        let rewrite = smtp.map(|s| s.rewrite_sender) == Some(RewriteSender::Header);
+        let missing = smtp
+            .is_none_or(|s| s.add_missing_headers)
+            .then(|| super::stamp::missing(&self.rt.config.hostname));
+        match (rewrite, missing) {
+            (true, Some(m)) => Some(HeaderCollector::new(header::MAX_HEADER).also_adding(m)),
+            (true, None) => Some(HeaderCollector::new(header::MAX_HEADER)),
+            (false, Some(m)) => Some(HeaderCollector::adding_only(header::MAX_HEADER, m)),
+            (false, None) => None,
+        }
     }
 
     /// Nothing more goes anywhere: the rest of the message is read and dropped.
@@ -390,174 +356,3 @@ impl Relay<'_> {
         got.filter(|r| (400..600).contains(&r.code))
     }
 }
-
-/// What of `chunk` goes upstream now: all of it; nothing once the message is refused;
-/// with header rewriting, nothing until the header block is whole, then the rewritten
-/// block and what followed it (the collector is dropped), or nothing ever if the block is
-/// too large (the message is then refused).
-fn outgoing<'c>(
-    headers: &mut Option<HeaderCollector>,
-    refused: &mut Option<Refusal>,
-    chunk: &'c [u8],
-    ended: bool,
-    account: &str,
-) -> Option<Cow<'c, [u8]>> {
-    if refused.is_some() {
-        return None;
-    }
-    let Some(h) = headers.as_mut() else {
-        return Some(Cow::Borrowed(chunk));
-    };
-    match h.feed(chunk, ended, account) {
-        Headers::NeedMore => None,
-        Headers::Ready(bytes) => {
-            *headers = None;
-            Some(Cow::Owned(bytes))
-        }
-        Headers::TooLarge => {
-            *headers = None;
-            *refused = Some(Refusal::HeaderTooLarge);
-            None
-        }
-        Headers::BareCr => {
-            *headers = None;
-            *refused = Some(Refusal::HeaderBareCr);
-            None
-        }
-    }
-}
-
-/// Writes and flushes `bytes` within `timeout`, but stops as soon as the upstream sends
-/// anything or closes: a server that refused mid-message may never read again, and waiting
-/// for the write would only end in a timeout. Bytes that arrived stay in `conn`'s buffer.
-async fn send_watching<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut LineStream<S>,
-    bytes: &[u8],
-    timeout: Duration,
-) -> Result<(), Interrupt> {
-    if !conn.buffer().is_empty() {
-        return Err(Interrupt::Spoke);
-    }
-    let mut early = [0u8; 1024];
-    let mut got = 0;
-    let mut written = 0;
-    let io = conn.get_mut();
-    // One future polls both directions of the one stream: the read first, so a reply
-    // that is already there wins over a write error (a reset after the server's close).
-    let watched = poll_fn(|cx| {
-        let mut rb = ReadBuf::new(&mut early);
-        match Pin::new(&mut *io).poll_read(cx, &mut rb) {
-            Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                return Poll::Ready(Err(Interrupt::Closed))
-            }
-            Poll::Ready(Ok(())) => {
-                got = rb.filled().len();
-                return Poll::Ready(Err(Interrupt::Spoke));
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Failed(e))),
-            Poll::Pending => {}
-        }
-        while written < bytes.len() {
-            match Pin::new(&mut *io).poll_write(cx, &bytes[written..]) {
-                Poll::Ready(Ok(0)) => {
-                    return Poll::Ready(Err(Interrupt::Failed(io::ErrorKind::WriteZero.into())))
-                }
-                Poll::Ready(Ok(n)) => written += n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Interrupt::Failed(e))),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Pin::new(&mut *io).poll_flush(cx).map_err(Interrupt::Failed)
-    });
-    let result = tokio::time::timeout(timeout, watched)
-        .await
-        .unwrap_or(Err(Interrupt::TimedOut));
-    conn.buffer().extend_from_slice(&early[..got]);
-    result
-}
-
-/// Reads what the upstream already sent (at most [`SALVAGE_MAX`] bytes, for at most
-/// `wait`) and returns it if it is one whole reply; `None` for a partial, malformed or
-/// missing one.
-async fn salvage_reply<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut LineStream<S>,
-    wait: Duration,
-) -> Option<Reply> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match parse_reply(conn.buffer()) {
-            Parsed::Complete(r) => return Some(r),
-            Parsed::Malformed => return None,
-            Parsed::Partial if conn.buffer().len() >= SALVAGE_MAX => return None,
-            Parsed::Partial => {}
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || conn.fill(left).await.is_err() {
-            return None;
-        }
-    }
-}
-
-/// What the start of a buffer holds.
-#[derive(Debug, PartialEq, Eq)]
-enum Parsed {
-    /// One whole reply (every line, line endings included).
-    Complete(Reply),
-    /// The start of a reply.
-    Partial,
-    /// Not an SMTP reply (RFC 5321 §4.2: a three-digit code, 2 to 5 first, the same on
-    /// every line, then a space or `-` or the line end).
-    Malformed,
-}
-
-fn parse_reply(buf: &[u8]) -> Parsed {
-    let mut code = None;
-    let mut start = 0;
-    while let Some(i) = memchr::memchr(b'\n', &buf[start..]) {
-        let line = &buf[start..start + i + 1];
-        start += i + 1;
-        let Some(this) = reply_code(line) else {
-            return Parsed::Malformed;
-        };
-        if *code.get_or_insert(this) != this {
-            return Parsed::Malformed;
-        }
-        if line[3] != b'-' {
-            return Parsed::Complete(Reply {
-                code: this,
-                raw: buf[..start].to_vec(),
-            });
-        }
-    }
-    // An unfinished line must at least start like a reply.
-    let rest = &buf[start..];
-    let digits_ok = rest.iter().take(3).enumerate().all(|(i, b)| {
-        if i == 0 {
-            (b'2'..=b'5').contains(b)
-        } else {
-            b.is_ascii_digit()
-        }
-    });
-    if digits_ok {
-        Parsed::Partial
-    } else {
-        Parsed::Malformed
-    }
-}
-
-/// The code of a reply line that ends in LF, if it is one.
-fn reply_code(line: &[u8]) -> Option<u16> {
-    let d = line.get(..4)?;
-    let ok = (b'2'..=b'5').contains(&d[0])
-        && d[1].is_ascii_digit()
-        && d[2].is_ascii_digit()
-        && matches!(d[3], b' ' | b'-' | b'\r' | b'\n');
-    ok.then(|| {
-        d[..3]
-            .iter()
-            .fold(0u16, |n, b| n * 10 + u16::from(b - b'0'))
-    })
-}
-
-#[cfg(test)]
-mod tests;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::support::config::{argon2_hash, ConfigBuilder};
 use crate::support::proxy::{Launch, Proxy};
 
+mod colour;
 mod commands;
 mod operator;
 mod serve;

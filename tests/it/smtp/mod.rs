@@ -18,10 +18,12 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, Message, SmtpOptions, DEFAULT_CODE, DEFAULT_USER};
 
+mod bare_lf;
 mod behaviour;
 mod clients;
 mod data_rules;
 mod faults;
+mod headers;
 mod negative;
 mod transfer;
 mod upstream_close;

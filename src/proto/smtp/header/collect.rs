@@ -1,9 +1,11 @@
-//! Holds the start of a DATA stream until its header block is whole, so that its From
-//! can be rewritten before any of it reaches the upstream; refuses a header block over
-//! [`MAX_HEADER`] instead of letting it pass unchecked (a From hidden past the limit
-//! would otherwise reach the recipient as written).
+//! Holds the start of a DATA stream until its header block is whole, so that it can be
+//! edited before any of it reaches the upstream: its From rewritten (`rewrite_sender =
+//! "header"`), missing fields added (`add_missing_headers`). With the rewrite, a header
+//! block over [`MAX_HEADER`] is refused instead of passing unchecked (a From hidden past
+//! the limit would otherwise reach the recipient as written); when fields are only added,
+//! such a block passes as it is.
 
-use super::rewrite_originator;
+use super::{add_missing, rewrite_originator, Missing};
 
 /// Largest header block (blank line included) taken for `rewrite_sender = "header"`. Real
 /// header blocks are a few KiB; Postfix's `header_size_limit` is 100 KiB per field.
@@ -40,21 +42,55 @@ pub enum Headers {
 /// Each byte is scanned once, however small the reads: a client that trickles a large
 /// header byte by byte costs linear time, not quadratic. Once `feed` returns anything but
 /// [`Headers::NeedMore`], the collector is done and is dropped by its owner.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HeaderCollector {
     limit: usize,
+    /// `rewrite_sender = "header"`: the From is rewritten, and a block that cannot be
+    /// checked (too large, bare CR) refuses the message.
+    rewrite: bool,
+    /// `add_missing_headers`: what to add when missing.
+    missing: Option<Missing>,
     buf: Vec<u8>,
     /// Start of the line not yet ended by an LF.
     line_start: usize,
 }
 
 impl HeaderCollector {
-    /// A collector refusing header blocks over `limit` bytes ([`MAX_HEADER`] in the relay).
+    /// A collector that rewrites the From, refusing header blocks over `limit` bytes
+    /// ([`MAX_HEADER`] in the relay).
     pub fn new(limit: usize) -> HeaderCollector {
         HeaderCollector {
             limit,
+            rewrite: true,
+            missing: None,
             buf: Vec::new(),
             line_start: 0,
+        }
+    }
+
+    /// A collector that only adds missing fields: a header block over `limit` bytes (or
+    /// with a bare CR) passes as it is, since nothing in it would be changed.
+    pub fn adding_only(limit: usize, missing: Missing) -> HeaderCollector {
+        HeaderCollector {
+            rewrite: false,
+            missing: Some(missing),
+            ..HeaderCollector::new(limit)
+        }
+    }
+
+    /// The same collector, also adding missing fields (after the From rewrite).
+    #[must_use]
+    pub fn also_adding(mut self, missing: Missing) -> HeaderCollector {
+        self.missing = Some(missing);
+        self
+    }
+
+    /// Over the limit: refused when the From must be rewritten, else passed unchanged.
+    fn too_large(&mut self) -> Headers {
+        if self.rewrite {
+            Headers::TooLarge
+        } else {
+            Headers::Ready(std::mem::take(&mut self.buf))
         }
     }
 
@@ -63,7 +99,7 @@ impl HeaderCollector {
         self.buf.extend_from_slice(chunk);
         if let Some(end) = self.blank_line_end() {
             if end > self.limit {
-                return Headers::TooLarge;
+                return self.too_large();
             }
             let body = self.buf.split_off(end);
             return self.rewritten(body, account);
@@ -72,7 +108,7 @@ impl HeaderCollector {
             // The whole message is header lines; the terminator stays last.
             let block = self.buf.len().saturating_sub(3);
             if block > self.limit {
-                return Headers::TooLarge;
+                return self.too_large();
             }
             let tail = self.buf.split_off(block);
             return self.rewritten(tail, account);
@@ -80,7 +116,7 @@ impl HeaderCollector {
         // Whether the block ends at a later blank line or at the end of data (whose 3
         // bytes may have begun arriving), it is at least this long: past the limit already.
         if self.buf.len().saturating_sub(2) > self.limit {
-            return Headers::TooLarge;
+            return self.too_large();
         }
         Headers::NeedMore
     }
@@ -98,16 +134,22 @@ impl HeaderCollector {
         None
     }
 
-    /// The collected header block, rewritten, followed by `rest`; or the refusal of a
-    /// block holding a bare CR.
+    /// The collected header block, edited (From rewritten, missing fields added),
+    /// followed by `rest`; or, when the From must be rewritten, the refusal of a block
+    /// holding a bare CR.
     fn rewritten(&mut self, rest: Vec<u8>, account: &str) -> Headers {
-        let block = std::mem::take(&mut self.buf);
-        if has_bare_cr(&block) {
-            return Headers::BareCr;
+        let mut block = std::mem::take(&mut self.buf);
+        if self.rewrite {
+            if has_bare_cr(&block) {
+                return Headers::BareCr;
+            }
+            block = rewrite_originator(&block, account).unwrap_or(block);
         }
-        let mut out = rewrite_originator(&block, account).unwrap_or(block);
-        out.extend_from_slice(&rest);
-        Headers::Ready(out)
+        if let Some(m) = &self.missing {
+            block = add_missing(&block, m, account).unwrap_or(block);
+        }
+        block.extend_from_slice(&rest);
+        Headers::Ready(block)
     }
 }
 
