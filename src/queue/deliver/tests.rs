@@ -461,6 +461,32 @@ async fn upstream_down_then_up_delivers_once() {
     assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
 }
 
+/// A backlog is worked through from one reading of the directory: reading every
+/// envelope before each batch made n queued messages cost n²/batch_max reads.
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_read_once_not_per_batch() {
+    let (_dir, store) = store();
+    let n = 4 * settings().batch_max as u64;
+    for _ in 0..n {
+        put(&store, &["b@x.cn"], t0(), BODY);
+    }
+    let (d, status, log) = start(&store, Vec::new(), settings());
+    let mut waited = 0;
+    while status.delivered.load(Ordering::Relaxed) < n {
+        assert!(waited < 600, "not delivered in 10 min");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
+    // One reading for the backlog; a second may have started since, finding it empty.
+    let reads = store.lists();
+    d.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        reads <= 2,
+        "{reads} readings of the directory for 4 batches"
+    );
+    assert_eq!(count(&log.lock().unwrap(), BODY), n as usize, "each once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_535_holds_the_account_until_a_login_works() {
     let (_dir, store) = store();

@@ -72,28 +72,48 @@ impl<C: Connector> Worker<C> {
     }
 
     pub(super) async fn run(mut self) {
+        // The account's messages as last read that no batch has taken yet: a backlog is
+        // worked through batch after batch from one reading of the directory, which is
+        // read again only once they are used up (or an operator's request may have
+        // changed them). Reading it before every batch made a backlog of n messages cost
+        // n²/batch_max envelope reads. Nothing but this worker changes an envelope's
+        // state; new messages are seen at the next reading.
+        let mut unread: Vec<Envelope> = Vec::new();
         while !self.p.cancel.is_cancelled() {
-            self.take_requests().await;
-            let Some(mut msgs) = self.load().await else {
-                self.sleep(self.p.settings.policy.retry_min).await;
-                continue;
+            if self.take_requests().await {
+                unread.clear();
+            }
+            let mut msgs = if unread.is_empty() {
+                match self.load().await {
+                    Some(m) => m,
+                    None => {
+                        self.sleep(self.p.settings.policy.retry_min).await;
+                        continue;
+                    }
+                }
+            } else {
+                std::mem::take(&mut unread)
             };
             let now = self.p.clock.now();
             msgs = self.expire(msgs, now).await;
-            let due: Vec<Envelope> = match self.standing {
-                Standing::PausedUntil(t) | Standing::Held(t) if now < t => Vec::new(),
-                Standing::Held(_) => msgs.iter().take(1).cloned().collect(),
-                _ => msgs
-                    .iter()
-                    .filter(|e| e.next_attempt <= now)
-                    .take(self.p.settings.batch_max)
-                    .cloned()
-                    .collect(),
+            let take = match self.standing {
+                Standing::PausedUntil(t) | Standing::Held(t) if now < t => 0,
+                Standing::Held(_) => 1,
+                _ => self.p.settings.batch_max,
+            };
+            let (due, rest): (Vec<Envelope>, Vec<Envelope>) = {
+                let mut n = 0;
+                msgs.into_iter().partition(|e| {
+                    let pick = n < take && e.next_attempt <= now;
+                    n += usize::from(pick);
+                    pick
+                })
             };
             if due.is_empty() {
-                let wait = self.next_wake(&msgs, now);
+                let wait = self.next_wake(&rest, now);
                 self.sleep(wait).await;
             } else {
+                unread = rest;
                 self.batch(due).await;
             }
         }
@@ -139,9 +159,12 @@ impl<C: Connector> Worker<C> {
     }
 
     /// Applies the operator's requests between deliveries; a retry also lifts a pause
-    /// (but not a hold on a refused code: only a login that works does).
-    async fn take_requests(&mut self) {
+    /// (but not a hold on a refused code: only a login that works does). True when there
+    /// was one: the envelopes read before are then stale.
+    async fn take_requests(&mut self) -> bool {
+        let mut any = false;
         while let Ok(req) = self.p.requests.try_recv() {
+            any = true;
             if matches!(req, Request::Retry(_) | Request::RetryAll) {
                 if let Standing::PausedUntil(_) = self.standing {
                     self.standing = Standing::Open;
@@ -152,6 +175,7 @@ impl<C: Connector> Worker<C> {
                 warn!(account = %self.p.account.id, error = %e, "queue: could not apply an operator's request");
             }
         }
+        any
     }
 
     /// Bounces and removes the messages past `max_age`; returns the others.

@@ -66,6 +66,8 @@ struct Inner {
     max_size: Option<u64>,
     /// Bytes of stored bodies plus bodies being received.
     used: AtomicU64,
+    /// Readings of `msg/` by [`Store::list`].
+    lists: AtomicU64,
 }
 
 impl Store {
@@ -79,6 +81,7 @@ impl Store {
                 ctl: dir.join("ctl"),
                 max_size,
                 used: AtomicU64::new(0),
+                lists: AtomicU64::new(0),
             }),
         }
     }
@@ -144,6 +147,12 @@ impl Store {
             }
             _ => Ok(()),
         }
+    }
+
+    /// How many times [`Store::list`] has read every envelope in the directory: what a
+    /// backlog costs the deliverer, which should read it once per pass, not per batch.
+    pub fn lists(&self) -> u64 {
+        self.inner.lists.load(Ordering::Relaxed)
     }
 
     /// Reads one message's envelope.
