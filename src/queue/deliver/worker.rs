@@ -18,7 +18,7 @@ use crate::net::LineStream;
 use crate::queue::classify::{classify, Class, Outcome};
 use crate::queue::dsn::{self, Bounce, Reason};
 use crate::queue::schedule::{DailyCap, Pacer, Plan};
-use crate::queue::store::{Envelope, LastError, NewMessage, RcptState, Request, Store};
+use crate::queue::store::{Envelope, LastError, NewMessage, RcptState, Removed, Request, Store};
 use crate::upstream::UpstreamError;
 
 /// Most of a body read for the bounce's copy of the original headers.
@@ -57,6 +57,9 @@ pub(super) struct Worker<C> {
     login_failures: u32,
     /// Consecutive `535`s.
     code_refusals: u32,
+    /// Finished messages whose envelope is unlinked, waiting for the one directory
+    /// fsync that ends the batch ([`Worker::finish_removals`]).
+    removed: Vec<Removed>,
 }
 
 impl<C: Connector> Worker<C> {
@@ -67,6 +70,7 @@ impl<C: Connector> Worker<C> {
             standing: Standing::Open,
             login_failures: 0,
             code_refusals: 0,
+            removed: Vec::new(),
             p,
         }
     }
@@ -96,6 +100,7 @@ impl<C: Connector> Worker<C> {
             };
             let now = self.p.clock.now();
             msgs = self.expire(msgs, now).await;
+            self.finish_removals().await;
             let take = match self.standing {
                 Standing::PausedUntil(t) | Standing::Held(t) if now < t => 0,
                 Standing::Held(_) => 1,
@@ -115,7 +120,21 @@ impl<C: Connector> Worker<C> {
             } else {
                 unread = rest;
                 self.batch(due).await;
+                self.finish_removals().await;
             }
+        }
+        self.finish_removals().await;
+    }
+
+    /// One fsync of `msg/` for the messages finished since the last one, then their
+    /// bodies go (see [`Store::finish_removals`]).
+    async fn finish_removals(&mut self) {
+        let removed = std::mem::take(&mut self.removed);
+        if removed.is_empty() {
+            return;
+        }
+        if let Err(e) = blocking(&self.p.store, move |s| s.finish_removals(removed)).await {
+            warn!(account = %self.p.account.id, error = %e, "queue: could not make removals durable; the next start finishes them");
         }
     }
 
@@ -366,8 +385,9 @@ impl<C: Connector> Worker<C> {
             AccountStatus::count(&self.p.status.delivered);
         }
         let id = env.id.clone();
-        if let Err(e) = blocking(&self.p.store, move |s| s.remove(&id)).await {
-            warn!(id = %env.id, error = %e, "queue: could not remove a finished message");
+        match blocking(&self.p.store, move |s| s.unlink_envelope(&id)).await {
+            Ok(r) => self.removed.push(r),
+            Err(e) => warn!(id = %env.id, error = %e, "queue: could not remove a finished message"),
         }
     }
 
