@@ -395,10 +395,13 @@ want latency && for proto in imap pop3 smtp; do
   measure "latency-$proto" 600 "$LG" client latency --proto "$proto" --ca "$T/ca.pem" \
     --sessions "$SESSIONS" --pause-ms "${LATENCY_PAUSE_MS:-2}" --admin "$PX_ADMIN" "${PEER_ARGS[@]}"
 done
-# Rate: Postfix last, since it leaves a queue behind it (the run waits for it to drain).
+# Rate: the queueing peers last, since they leave a backlog (the run waits for it to drain).
 rate_args=(--peer "direct|tls|127.0.0.1:$USMTP|$EMAIL|$CODE")
 [ "$HAVE_STUNNEL" -eq 1 ] && rate_args+=(--peer "stunnel|plain|127.0.0.1:$SSMTP|$EMAIL|$CODE")
 rate_args+=(--peer "proxy|plain|$PX_SMTP|$LOCAL_USER|$LOCAL_PASS")
+# The two store-and-forward peers last, side by side: each is timed until its backlog
+# has reached the upstream.
+rate_args+=(--peer "proxy-queue|plain|$PX_SMTP|$LOCAL_USER-queue|$LOCAL_PASS|e2e")
 [ "$HAVE_POSTFIX" -eq 1 ] && rate_args+=(--peer "postfix|plain|127.0.0.1:$PSMTP|||e2e")
 want rate && measure rate-smtp $(( RATE_SECS * 4 * 3 + 600 )) "$LG" client rate --ca "$T/ca.pem" --ctl "$CTL" \
   --clients "$RATE_CLIENTS" --size "$RATE_SIZE" --secs "$RATE_SECS" "${rate_args[@]}"

@@ -130,11 +130,14 @@ def image_config(text):
     # podman puts it beside Config ("Healthcheck"), docker inside it.
     health = data.get("Healthcheck") or data.get("HealthCheck") or cfg.get("Healthcheck")
     env = dict(e.split("=", 1) for e in cfg.get("Env", []))
+    # The image's listeners and state dir are defaults (QQMAIL_DEFAULTS=container), not
+    # QQMAIL_*_LISTEN variables, which would override a mounted config file.
     want_env = {
-        "QQMAIL_SMTP_LISTEN": "0.0.0.0:2525",
-        "QQMAIL_IMAP_LISTEN": "0.0.0.0:1143",
-        "QQMAIL_POP3_LISTEN": "0.0.0.0:1110",
-        "QQMAIL_STATE_DIR": "/var/lib/qqmail-proxy",
+        "QQMAIL_DEFAULTS": "container",
+        "QQMAIL_SMTP_LISTEN": None,
+        "QQMAIL_IMAP_LISTEN": None,
+        "QQMAIL_POP3_LISTEN": None,
+        "QQMAIL_STATE_DIR": None,
     }
     checks = [
         ("User", cfg.get("User"), "65532:65532"),

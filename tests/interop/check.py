@@ -92,6 +92,15 @@ class Upstream:
                 raise Fail("not delivered within %.0fs (X-Interop-Id %s)" % (timeout, mid))
             time.sleep(0.1)
 
+    def copies(self, mid):
+        """How many INBOX messages carry X-Interop-Id `mid` (a duplicate shows as 2)."""
+        m = self._conn()
+        m.noop()
+        typ, data = m.uid("SEARCH", "HEADER", "X-Interop-Id", mid)
+        if typ != "OK":
+            raise Fail("UID SEARCH for %s: %r" % (mid, (typ, data)))
+        return len(data[0].split()) if data and data[0] else 0
+
     def count(self):
         m = self._conn()
         typ, data = m.select("INBOX", readonly=True)

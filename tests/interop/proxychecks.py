@@ -3,7 +3,8 @@
 On top of phase A's checks (run against the proxy in plaintext and with
 STARTTLS, as the local user), this owns what only the proxy does: a printer
 that sends MAIL FROM:<scanner@printer.local> without AUTH, envelope-sender
-rewriting, rejection of wrong local credentials (and of the real code used as
+rewriting, the queue and fallback delivery modes with Postfix stopped and
+started (queuechecks.py), rejection of wrong local credentials (and of the real code used as
 a local password), logs free of the code and its base64 forms, upstream
 logins that Dovecot/Postfix saw with the code, and phase A == phase B hashes.
 """
@@ -19,6 +20,7 @@ import socket
 import sys
 
 import messages as msgs
+import queuechecks
 from check import Phase, save_hashes, target
 from clients import Fail
 
@@ -256,6 +258,8 @@ def phase_proxy(state, runner, up):
     save_hashes(state, "proxy", hashes)
     stls = Phase(runner, up, target(state, "proxy", "starttls", "proxy-starttls"), False, {})
     stls.run_all()
+    # Before the log checks, so that they cover the queue's deliveries too.
+    queuechecks.phase_queue(state, runner, up)
     runner.check("proxy/local-credentials-rejected", local_credentials_rejected, plain.t, state["code"])
     runner.check("proxy/transparent-A-equals-B", transparent, state, hashes)
     logs = state["logs"]

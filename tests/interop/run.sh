@@ -76,6 +76,10 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_pid "$PROXY_PID" qqmail-proxy
+  # The queue checks stop and start Postfix: its master's PID is the current one.
+  if [ -n "$POSTFIX_PID" ] && [ -s "$T/postfix/queue/pid/master.pid" ]; then
+    POSTFIX_PID="$(tr -d ' \n' < "$T/postfix/queue/pid/master.pid")"
+  fi
   stop_pid "$POSTFIX_PID" postfix-master
   stop_pid "$DOVECOT_PID" dovecot
   local npass nfail
@@ -266,7 +270,9 @@ state = {
     "code": "$CODE",
     "direct": {"host": "127.0.0.1", "smtp": $P_SMTPS, "imap": $P_IMAPS, "pop3": $P_POP3S},
     "proxy": {"host": "127.0.0.1", "smtp": ${PX_SMTP:-0}, "imap": ${PX_IMAP:-0}, "pop3": ${PX_POP3:-0},
-              "user": "$LOCAL_USER", "password": "$LOCAL_PASS"},
+              "user": "$LOCAL_USER", "password": "$LOCAL_PASS",
+              "bin": "$PROXY_BIN", "config": "$T/proxy/config.toml"},
+    "postfix_conf": "$PF/conf",
     "logs": {"dovecot": "$DV/dovecot.log", "postfix": "$PF/postfix.log",
              "proxy": "$T/proxy/proxy.log",
              "dovecot_offset": ${DV_OFFSET:-0}, "postfix_offset": ${PF_OFFSET:-0}},
@@ -309,6 +315,8 @@ if [ ! -x "$PROXY_BIN" ]; then
   exit 1
 fi
 pass "proxy/binary"
+# Absolute, since check.py runs it too (`queue list`, `queue retry`).
+PROXY_BIN="$(readlink -f "$PROXY_BIN")"
 
 PX="$T/proxy"
 mkdir -p "$PX/state"

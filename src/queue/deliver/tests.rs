@@ -476,6 +476,38 @@ async fn upstream_down_then_up_delivers_once() {
     assert_eq!(status.delivered.load(Ordering::Relaxed), 1);
 }
 
+/// A backlog is worked through from one reading of the directory (reading every
+/// envelope before each batch made n queued messages cost n²/batch_max reads), and each
+/// batch's removals share one fsync of `msg/` (one per message bounded the rate).
+#[tokio::test(start_paused = true)]
+async fn a_backlog_is_read_once_and_synced_once_per_batch() {
+    let (_dir, store) = store();
+    let n = 4 * settings().batch_max as u64;
+    for _ in 0..n {
+        put(&store, &["b@x.cn"], t0(), BODY);
+    }
+    let syncs = store.msg_syncs();
+    let (d, status, log) = start(&store, Vec::new(), settings());
+    let mut waited = 0;
+    while status.delivered.load(Ordering::Relaxed) < n {
+        assert!(waited < 600, "not delivered in 10 min");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        waited += 1;
+    }
+    // One reading for the backlog; a second may have started since, finding it empty.
+    let reads = store.lists();
+    d.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        reads <= 2,
+        "{reads} readings of the directory for 4 batches"
+    );
+    // The removals: one fsync of msg/ per batch, not one per message.
+    let synced = store.msg_syncs() - syncs;
+    assert!(synced <= 4, "{synced} fsyncs of msg/ for 4 batches");
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(count(&log.lock().unwrap(), BODY), n as usize, "each once");
+}
+
 #[tokio::test(start_paused = true)]
 async fn mailbox_not_found_bounces_to_the_account() {
     let (_dir, store) = store();

@@ -19,7 +19,9 @@ use crate::net::LineStream;
 use crate::queue::classify::{classify, Class, Outcome};
 use crate::queue::dsn::{self, Bounce, Reason};
 use crate::queue::schedule::{DailyCap, Pacer, Plan};
-use crate::queue::store::{DailyCount, Envelope, LastError, NewMessage, RcptState, Request, Store};
+use crate::queue::store::{
+    DailyCount, Envelope, LastError, NewMessage, RcptState, Removed, Request, Store,
+};
 use crate::upstream::UpstreamError;
 
 /// Most of a body read for the bounce's copy of the original headers.
@@ -60,6 +62,9 @@ pub(super) struct Worker<C> {
     code_refusals: u32,
     /// States the store could not write; they override the stale files.
     unrecorded: Unrecorded,
+    /// Finished messages whose envelope is unlinked, waiting for the one directory
+    /// fsync that ends the batch ([`Worker::finish_removals`]).
+    removed: Vec<Removed>,
 }
 
 impl<C: Connector> Worker<C> {
@@ -71,36 +76,72 @@ impl<C: Connector> Worker<C> {
             login_failures: 0,
             code_refusals: 0,
             unrecorded: Unrecorded::default(),
+            removed: Vec::new(),
             p,
         }
     }
 
     pub(super) async fn run(mut self) {
         self.restore_cap().await;
+        // The account's messages as last read that no batch has taken yet: a backlog is
+        // worked through batch after batch from one reading of the directory, which is
+        // read again only once they are used up (or an operator's request may have
+        // changed them). Reading it before every batch made a backlog of n messages cost
+        // n²/batch_max envelope reads. Nothing but this worker changes an envelope's
+        // state; new messages are seen at the next reading.
+        let mut unread: Vec<Envelope> = Vec::new();
         while !self.p.cancel.is_cancelled() {
-            self.take_requests().await;
-            let Some(mut msgs) = self.load().await else {
-                self.sleep(self.p.settings.policy.retry_min).await;
-                continue;
+            if self.take_requests().await {
+                unread.clear();
+            }
+            let mut msgs = if unread.is_empty() {
+                match self.load().await {
+                    Some(m) => m,
+                    None => {
+                        self.sleep(self.p.settings.policy.retry_min).await;
+                        continue;
+                    }
+                }
+            } else {
+                std::mem::take(&mut unread)
             };
             let now = self.p.clock.now();
             msgs = self.expire(msgs, now).await;
-            let due: Vec<Envelope> = match self.standing {
-                Standing::PausedUntil(t) | Standing::Held(t) if now < t => Vec::new(),
-                Standing::Held(_) => msgs.iter().take(1).cloned().collect(),
-                _ => msgs
-                    .iter()
-                    .filter(|e| e.next_attempt <= now)
-                    .take(self.p.settings.batch_max)
-                    .cloned()
-                    .collect(),
+            self.finish_removals().await;
+            let take = match self.standing {
+                Standing::PausedUntil(t) | Standing::Held(t) if now < t => 0,
+                Standing::Held(_) => 1,
+                _ => self.p.settings.batch_max,
+            };
+            let (due, rest): (Vec<Envelope>, Vec<Envelope>) = {
+                let mut n = 0;
+                msgs.into_iter().partition(|e| {
+                    let pick = n < take && e.next_attempt <= now;
+                    n += usize::from(pick);
+                    pick
+                })
             };
             if due.is_empty() {
-                let wait = self.next_wake(&msgs, now);
+                let wait = self.next_wake(&rest, now);
                 self.sleep(wait).await;
             } else {
+                unread = rest;
                 self.batch(due).await;
+                self.finish_removals().await;
             }
+        }
+        self.finish_removals().await;
+    }
+
+    /// One fsync of `msg/` for the messages finished since the last one, then their
+    /// bodies go (see [`Store::finish_removals`]).
+    async fn finish_removals(&mut self) {
+        let removed = std::mem::take(&mut self.removed);
+        if removed.is_empty() {
+            return;
+        }
+        if let Err(e) = blocking(&self.p.store, move |s| s.finish_removals(removed)).await {
+            warn!(account = %self.p.account.id, error = %e, "queue: could not make removals durable; the next start finishes them");
         }
     }
 
@@ -150,9 +191,12 @@ impl<C: Connector> Worker<C> {
 
     /// Applies the operator's requests between deliveries; a retry also lifts a pause,
     /// and makes a held account's probe login now (the hint tells the owner to renew
-    /// the code, then `queue retry --all`): only a login that works lifts a hold.
-    async fn take_requests(&mut self) {
+    /// the code, then `queue retry --all`): only a login that works lifts a hold. True
+    /// when there was one: the envelopes read before are then stale.
+    async fn take_requests(&mut self) -> bool {
+        let mut any = false;
         while let Ok(req) = self.p.requests.try_recv() {
+            any = true;
             if matches!(req, Request::Retry(_) | Request::RetryAll) {
                 self.standing = match self.standing {
                     Standing::PausedUntil(_) => Standing::Open,
@@ -166,6 +210,7 @@ impl<C: Connector> Worker<C> {
                 warn!(account = %self.p.account.id, error = %e, "queue: could not apply an operator's request");
             }
         }
+        any
     }
 
     /// Bounces and removes the messages past `max_age`; returns the others.
@@ -389,8 +434,11 @@ impl<C: Connector> Worker<C> {
             AccountStatus::count(&self.p.status.delivered);
         }
         let id = env.id.clone();
-        match blocking(&self.p.store, move |s| s.remove(&id)).await {
-            Ok(()) => self.unrecorded.forget(&env.id),
+        match blocking(&self.p.store, move |s| s.unlink_envelope(&id)).await {
+            Ok(r) => {
+                self.unrecorded.forget(&env.id);
+                self.removed.push(r);
+            }
             Err(e) => {
                 warn!(id = %env.id, error = %e, "queue: could not remove a finished message");
                 // Its finished state outlives the stale file: it is never sent again,

@@ -14,7 +14,11 @@
 //! envelope written to `tmp/`, fsync'd, renamed into `msg/`, and `msg/` fsync'd, before
 //! [`Writer::commit`] returns. A state change rewrites only the envelope the same way.
 //! Removal deletes the envelope first, so a crash halfway leaves an orphan body, which the
-//! next start removes (it was either never acknowledged or already delivered).
+//! next start removes (it was either never acknowledged or already delivered). The
+//! deliverer removes a batch's delivered messages with one directory fsync
+//! ([`Store::unlink_envelope`], then [`Store::finish_removals`]): a removal survives a
+//! crash of the process at once, and a power cut from that fsync on; before it, the
+//! message may come back and be sent again, the duplicate window Postfix has too.
 //!
 //! Blocking: every call here uses `std::fs`, so the async callers run them on tokio's
 //! blocking pool (the store and a [`Writer`] are `Send`): `commit`, `update`, `remove`
@@ -53,6 +57,14 @@ pub use id::{QueueId, ID_LEN};
 pub use scan::{Recovery, Request};
 pub use writer::{NewMessage, Writer};
 
+/// A message whose envelope [`Store::unlink_envelope`] removed, waiting for
+/// [`Store::finish_removals`].
+#[derive(Debug)]
+pub struct Removed {
+    id: QueueId,
+    len: u64,
+}
+
 /// The queue directory, shared by every task of the process.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -71,6 +83,10 @@ struct Inner {
     max_size: Option<u64>,
     /// Bytes of stored bodies plus bodies being received.
     used: AtomicU64,
+    /// Readings of `msg/` by [`Store::list`].
+    lists: AtomicU64,
+    /// fsyncs of `msg/`.
+    msg_syncs: AtomicU64,
 }
 
 impl Store {
@@ -85,6 +101,8 @@ impl Store {
                 daily: dir.join("daily"),
                 max_size,
                 used: AtomicU64::new(0),
+                lists: AtomicU64::new(0),
+                msg_syncs: AtomicU64::new(0),
             }),
         }
     }
@@ -152,6 +170,24 @@ impl Store {
         }
     }
 
+    /// How many times [`Store::list`] has read every envelope in the directory: what a
+    /// backlog costs the deliverer, which should read it once per pass, not per batch.
+    pub fn lists(&self) -> u64 {
+        self.inner.lists.load(Ordering::Relaxed)
+    }
+
+    /// How many times `msg/` was fsync'd: each costs a disk flush (milliseconds), so
+    /// this is what bounds the deliverer's rate if it grows per message.
+    pub fn msg_syncs(&self) -> u64 {
+        self.inner.msg_syncs.load(Ordering::Relaxed)
+    }
+
+    /// Flushes `msg/`'s entries to disk (renames and unlinks in it become durable).
+    fn sync_msg_dir(&self) -> Result<(), StoreError> {
+        self.inner.msg_syncs.fetch_add(1, Ordering::Relaxed);
+        fsx::sync_dir(&self.inner.msg)
+    }
+
     /// Reads one message's envelope.
     pub fn get(&self, id: &QueueId) -> Result<Envelope, StoreError> {
         let path = self.env_path(id);
@@ -181,7 +217,7 @@ impl Store {
         }
         let tmp = self.tmp_path(&format!("{}.env.{:08x}", env.id, rand::random::<u32>()));
         fsx::write_replace(&tmp, &dest, &env.encode())?;
-        fsx::sync_dir(&self.inner.msg)
+        self.sync_msg_dir()
     }
 
     /// Sets a message's next attempt to `now` (the server's side of `queue retry`).
@@ -201,7 +237,7 @@ impl Store {
         let body = self.body_path(id);
         let len = fs::metadata(&body).map_or(0, |m| m.len());
         fsx::remove(&env)?;
-        fsx::sync_dir(&self.inner.msg)?;
+        self.sync_msg_dir()?;
         let _ = self
             .inner
             .used
@@ -211,6 +247,46 @@ impl Store {
         if let Err(e) = fsx::remove(&body) {
             // Harmless: the next start removes it as an orphan.
             warn!(id = %id, error = %e, "queue: could not remove a delivered message's body");
+        }
+        Ok(())
+    }
+
+    /// The first half of removing a message: its envelope is unlinked (the message no
+    /// longer exists for [`Store::list`] and [`Store::get`]), not yet durably. Several
+    /// of these then share one directory fsync in [`Store::finish_removals`], which also
+    /// removes the bodies: a batch of deliveries costs one disk flush, not one each.
+    pub fn unlink_envelope(&self, id: &QueueId) -> Result<Removed, StoreError> {
+        let env = self.env_path(id);
+        if !env.exists() {
+            return Err(StoreError::NotFound(id.clone()));
+        }
+        let len = fs::metadata(self.body_path(id)).map_or(0, |m| m.len());
+        fsx::remove(&env)?;
+        Ok(Removed {
+            id: id.clone(),
+            len,
+        })
+    }
+
+    /// Makes the unlinks of `removed` durable with one fsync of `msg/`, then removes
+    /// their bodies (so an envelope never outlives its body on disk) and gives their size
+    /// back to `max_size`. On error the bodies stay; the next start removes them as
+    /// orphans.
+    pub fn finish_removals(&self, removed: Vec<Removed>) -> Result<(), StoreError> {
+        if removed.is_empty() {
+            return Ok(());
+        }
+        self.sync_msg_dir()?;
+        for r in removed {
+            let _ = self
+                .inner
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(u.saturating_sub(r.len))
+                });
+            if let Err(e) = fsx::remove(&self.body_path(&r.id)) {
+                warn!(id = %r.id, error = %e, "queue: could not remove a delivered message's body");
+            }
         }
         Ok(())
     }
@@ -250,7 +326,7 @@ impl Store {
             fsx::rename(&from, &to)?;
         }
         fsx::sync_dir(&self.inner.corrupt)?;
-        fsx::sync_dir(&self.inner.msg)?;
+        self.sync_msg_dir()?;
         warn!(id = %id, why, dir = %self.inner.corrupt.display(), "queue: damaged message moved aside (not deleted)");
         Ok(())
     }

@@ -58,6 +58,9 @@ impl Store {
     /// Every readable message, sorted by next attempt; changes nothing on disk (damaged
     /// ones are logged and left for the server's recovery).
     pub fn list(&self) -> Result<Vec<Envelope>, StoreError> {
+        self.inner
+            .lists
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (found, _) = self.read_msg_dir()?;
         let mut out = Vec::new();
         for (id, checked) in found {

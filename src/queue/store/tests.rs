@@ -93,6 +93,39 @@ fn commit_list_get_update_remove() {
     assert_eq!((rec.orphans_removed, rec.quarantined), (0, 0));
 }
 
+/// The deliverer's removal in two halves: the envelopes go at once, and one fsync of
+/// `msg/` for the whole batch precedes the bodies (never a body-less envelope on disk).
+#[test]
+fn a_batch_of_removals_shares_one_directory_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&dir.path().join("q"), None).unwrap();
+    let envs: Vec<Envelope> = (0..5).map(|i| put(&store, t(i), b"body\r\n")).collect();
+    let kept = put(&store, t(9), b"kept\r\n");
+    let syncs = store.msg_syncs();
+    let removed: Vec<Removed> = envs
+        .iter()
+        .map(|e| store.unlink_envelope(&e.id).unwrap())
+        .collect();
+    for e in &envs {
+        assert!(matches!(store.get(&e.id), Err(StoreError::NotFound(_))));
+        assert!(store.body_path(&e.id).exists(), "body waits for the fsync");
+        assert!(matches!(
+            store.unlink_envelope(&e.id),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+    assert_eq!(store.list().unwrap(), vec![kept.clone()]);
+    assert_eq!(store.msg_syncs(), syncs, "no fsync per message");
+    store.finish_removals(removed).unwrap();
+    assert_eq!(store.msg_syncs(), syncs + 1, "one for the batch");
+    for e in &envs {
+        assert!(!store.body_path(&e.id).exists());
+    }
+    assert_eq!(store.used_bytes(), kept.body.len);
+    store.finish_removals(Vec::new()).unwrap();
+    assert_eq!(store.msg_syncs(), syncs + 1, "nothing to finish, no fsync");
+}
+
 #[test]
 fn any_chunking_stores_the_same_bytes() {
     let dir = tempfile::tempdir().unwrap();

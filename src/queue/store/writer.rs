@@ -160,7 +160,7 @@ impl Writer {
             &store.env_path(&self.id),
             &env.encode(),
         )
-        .and_then(|()| fsx::sync_dir(&store.inner.msg));
+        .and_then(|()| store.sync_msg_dir());
         if let Err(e) = written {
             // Without its envelope the body is not a message: take it back out (if even
             // this fails, the scan at the next start removes it as an orphan).

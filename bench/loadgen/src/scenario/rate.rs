@@ -1,8 +1,10 @@
 //! Message rate: N concurrent SMTP clients, each in one session sending small messages
 //! back to back for a fixed time (reconnecting after an error). Counts messages the peer
 //! acknowledged within the window, errors, per-message latency, and how many the upstream
-//! sink received in the same window (a store-and-forward peer acknowledges before
-//! delivering; its backlog is then timed until drained).
+//! sink received in the same window (a store-and-forward peer — Postfix, or qqmail-proxy
+//! with `delivery = "queue"` — acknowledges before delivering; its backlog is then timed
+//! until drained). The delivered rate is end to end: every message the upstream received,
+//! over the time from the first send until it had all that the peer acknowledged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +21,9 @@ use crate::client::{self, smtp, Ctx, Peer};
 #[derive(Default)]
 struct Tally {
     ok: u64,
+    /// Acknowledged after the window closed (a send already under way): not in `ok`, but
+    /// the upstream must have them too before the backlog counts as drained.
+    late: u64,
     errors: u64,
     latencies_ms: Vec<f64>,
     first_error: Option<String>,
@@ -51,6 +56,8 @@ async fn client_loop(ctx: Ctx, peer: Peer, message: Arc<Vec<u8>>, deadline: Inst
                 if Instant::now() <= deadline {
                     t.ok += 1;
                     t.latencies_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                } else {
+                    t.late += 1;
                 }
             }
             Err(e) => {
@@ -112,6 +119,7 @@ async fn one_peer(
             let t = client_loop(ctx, peer, message, deadline).await;
             let mut all = tally.lock().await;
             all.ok += t.ok;
+            all.late += t.late;
             all.errors += t.errors;
             all.latencies_ms.extend(t.latencies_ms);
             if all.first_error.is_none() {
@@ -134,8 +142,13 @@ async fn one_peer(
     }
     // Until the upstream has every message the peer acknowledged (bounded).
     let drain_start = Instant::now();
-    let answer = client::control(ctl, &format!("WAITMSGS {} 300000", m0 + t.ok)).await?;
+    let acked = t.ok + t.late;
+    let answer = client::control(ctl, &format!("WAITMSGS {} 300000", m0 + acked)).await?;
     let drained = answer.starts_with("OK");
+    let end_to_end = start.elapsed().as_secs_f64();
+    let received = client::stat(&answer, "msgs")
+        .context("WAITMSGS")?
+        .saturating_sub(m0);
     Ok(json!({
         "kind": "rate", "proto": "smtp", "peer": peer.label, "ok": true,
         "clients": clients, "secs": secs, "size": message.len(),
@@ -146,5 +159,8 @@ async fn one_peer(
         "upstream_in_window": m1.saturating_sub(m0),
         "upstream_per_s": r3(m1.saturating_sub(m0) as f64 / secs),
         "drain_s": if drained { r3(drain_start.elapsed().as_secs_f64()) } else { -1.0 },
+        "late": t.late,
+        "delivered": received,
+        "delivered_per_s": if drained { r3(received as f64 / end_to_end) } else { -1.0 },
     }))
 }
