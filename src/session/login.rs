@@ -198,15 +198,19 @@ async fn starttls<P: LoginPhase>(
         crate::secrets::wipe(&mut buf[..]);
         buf.clear();
     }
-    match start_tls(rt, take(client), io_timeout).await {
+    match start_tls(rt, take(client)).await {
         Some(tls) => *client = tls,
         None => return stop(report, Outcome::TlsFailed),
     }
+    report.tls = super::TlsUse::StartTls;
     phase.tls_started();
     ControlFlow::Continue(())
 }
 
-async fn start_tls(rt: &Runtime, client: ClientStream, timeout: Duration) -> Option<ClientStream> {
+/// The local TLS handshake (after STARTTLS, or first thing on a tls:// listener), within
+/// the pre-auth timeout.
+pub(super) async fn start_tls(rt: &Runtime, client: ClientStream) -> Option<ClientStream> {
+    let timeout = rt.config.limits.pre_auth_timeout;
     let acceptor = rt.acceptor.clone()?;
     let ClientStream::Plain(tcp) = client else {
         return None;
@@ -214,11 +218,11 @@ async fn start_tls(rt: &Runtime, client: ClientStream, timeout: Duration) -> Opt
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            info!(error = %e, "client STARTTLS handshake failed");
+            info!(error = %e, "client TLS handshake failed");
             None
         }
         Err(_) => {
-            info!("client STARTTLS handshake timed out");
+            info!("client TLS handshake timed out");
             None
         }
     }

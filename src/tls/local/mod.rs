@@ -1,13 +1,12 @@
-//! The local certificate for STARTTLS: loaded from `[tls]`, or generated with rcgen on
-//! first start (key file mode 0600, new directories 0700), and the rustls acceptor built
-//! from it. Existing files must pass the [`crate::trust`] rule.
+//! The local certificate for STARTTLS: loaded from `[tls]`, or generated on first start
+//! and signed by the local CA ([`ca`]; key files mode 0600, new directories 0700), and the
+//! rustls acceptor built from it. Existing files must pass the [`crate::trust`] rule.
 
 use std::fs;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
@@ -16,6 +15,10 @@ use tokio_rustls::TlsAcceptor;
 use super::{provider, TlsError};
 use crate::config::LocalTls;
 use crate::trust::{self, Kind};
+use ca::Ca;
+
+pub mod ca;
+pub mod names;
 
 /// A loaded local certificate.
 pub struct LocalCert {
@@ -115,36 +118,12 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 fn generate(cfg: &LocalTls, hostname: &str) -> Result<(), TlsError> {
-    let mut names: Vec<String> = vec!["localhost".into()];
-    for n in std::iter::once(hostname.to_string()).chain(cfg.names.iter().cloned()) {
-        if !n.is_empty() && !names.contains(&n) {
-            names.push(n);
-        }
-    }
-    let mut params = CertificateParams::default();
-    for n in &names {
-        let san = match n.parse::<std::net::IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(n.clone().try_into()?),
-        };
-        params.subject_alt_names.push(san);
-    }
-    for ip in ["127.0.0.1", "::1"] {
-        if let Ok(ip) = ip.parse() {
-            params.subject_alt_names.push(SanType::IpAddress(ip));
-        }
-    }
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "qqmail-proxy local certificate");
-    params.distinguished_name = dn;
-    // Valid from yesterday (clock skew) for ten years: long enough for a NAS that runs
-    // for years; delete both files to get a new one.
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(3650);
-    let key = KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    for path in [&cfg.cert_file, &cfg.key_file] {
+    for path in [
+        &cfg.cert_file,
+        &cfg.key_file,
+        &cfg.ca_cert_file,
+        &cfg.ca_key_file,
+    ] {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             trust::create_private_dir(dir).map_err(|source| TlsError::Io {
                 what: "creating directory",
@@ -153,19 +132,117 @@ fn generate(cfg: &LocalTls, hostname: &str) -> Result<(), TlsError> {
             })?;
         }
     }
-    write_file(
-        &cfg.key_file,
-        key.serialize_pem().as_bytes(),
-        0o600,
-        "[tls] key_file",
-    )?;
-    write_file(
-        &cfg.cert_file,
-        cert.pem().as_bytes(),
-        0o644,
-        "[tls] cert_file",
-    )?;
+    let ca = load_or_generate_ca(cfg)?;
+    let (chain, key) = ca.issue(cfg.key_type, hostname, &cfg.names)?;
+    write_file(&cfg.key_file, key.as_bytes(), 0o600, "[tls] key_file")?;
+    write_file(&cfg.cert_file, chain.as_bytes(), 0o644, "[tls] cert_file")?;
     Ok(())
+}
+
+/// The local CA from `state_dir`, generated (with `[tls] key_type`) when neither of its
+/// files exists. Kept across leaf renewals: clients trust it once.
+fn load_or_generate_ca(cfg: &LocalTls) -> Result<Ca, TlsError> {
+    let (cert, key) = (&cfg.ca_cert_file, &cfg.ca_key_file);
+    for (path, kind) in [(key, Kind::PrivateFile), (cert, Kind::SharedFile)] {
+        trust::check(path, kind).map_err(|source| TlsError::Untrusted {
+            what: "local CA",
+            source,
+        })?;
+    }
+    match (cert.exists(), key.exists()) {
+        (true, true) => {
+            let pem = fs::read_to_string(key).map_err(|source| TlsError::Io {
+                what: "local CA key",
+                path: key.display().to_string(),
+                source,
+            })?;
+            Ca::from_key_pem(&pem)
+        }
+        (false, false) => {
+            let ca = Ca::generate(cfg.key_type)?;
+            write_file(key, ca.key_pem().as_bytes(), 0o600, "local CA key")?;
+            write_file(
+                cert,
+                ca.cert_pem().as_bytes(),
+                0o644,
+                "local CA certificate",
+            )?;
+            Ok(ca)
+        }
+        (true, false) | (false, true) => {
+            let (present, absent) = if cert.exists() {
+                (cert, key)
+            } else {
+                (key, cert)
+            };
+            Err(TlsError::Pem {
+                what: "local CA",
+                path: absent.display().to_string(),
+                message: format!(
+                    "is missing while {} exists: restore it, or delete both (and the \
+                     generated [tls] cert_file and key_file) to have a new CA generated, \
+                     which clients must then trust anew",
+                    present.display()
+                ),
+            })
+        }
+    }
+}
+
+/// When the certificate in use was generated before the local CA existed (self-signed,
+/// ECDSA): the text telling how to replace it. It is kept on purpose (its fingerprint,
+/// which users may have pinned, does not change by surprise).
+pub fn legacy_hint(cfg: &LocalTls) -> Option<String> {
+    if cfg.ca_cert_file.exists() || !cfg.key_file.exists() {
+        return None;
+    }
+    let bytes = fs::read(&cfg.cert_file).ok()?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .filter_map(Result::ok)
+        .collect();
+    let generated = certs.len() == 1
+        && certs[0]
+            .as_ref()
+            .windows(ca::LEAF_CN.len())
+            .any(|w| w == ca::LEAF_CN.as_bytes());
+    generated.then(|| {
+        format!(
+            "{} was generated by an older version (self-signed ECDSA, no local CA) and is \
+             kept so that its fingerprint does not change. To get a {} certificate signed by \
+             the local CA (which `qqmail-proxy ca export` prints for clients' trust stores), \
+             stop the proxy, delete {} and {}, and start it again",
+            cfg.cert_file.display(),
+            match cfg.key_type {
+                crate::config::KeyType::Rsa => "RSA",
+                crate::config::KeyType::Ecdsa => "ECDSA",
+            },
+            cfg.cert_file.display(),
+            cfg.key_file.display()
+        )
+    })
+}
+
+/// The local CA certificate as PEM, for `ca export`.
+pub fn ca_pem(cfg: &LocalTls) -> Result<String, TlsError> {
+    let path = &cfg.ca_cert_file;
+    match fs::read_to_string(path) {
+        Ok(pem) => Ok(pem),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TlsError::Pem {
+            what: "local CA",
+            path: path.display().to_string(),
+            message: match legacy_hint(cfg) {
+                Some(hint) => format!("does not exist: {hint}"),
+                None => "does not exist yet: start the proxy once (`qqmail-proxy serve`, with \
+                         STARTTLS or a tls:// listener on) to generate it"
+                    .into(),
+            },
+        }),
+        Err(source) => Err(TlsError::Io {
+            what: "local CA certificate",
+            path: path.display().to_string(),
+            source,
+        }),
+    }
 }
 
 /// Writes a new file with `mode` (the key is never readable by others, not even briefly).
