@@ -75,7 +75,7 @@ pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
             // STARTTLS applies to plain listeners only: a tls:// session is encrypted from
             // its first byte.
             let starttls = match la.mode {
-                ListenMode::Plain => listener.starttls.name(),
+                ListenMode::Plain | ListenMode::Auto => listener.starttls.name(),
                 ListenMode::Tls => "off",
             };
             info!(protocol = protocol.name(), addr = %local, tls = la.mode.name(), starttls, "listening");

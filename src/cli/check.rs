@@ -337,7 +337,7 @@ pub fn healthcheck(config: &Config) -> Result<()> {
     .collect();
     // A plaintext greeting is what this reads: prefer a plain listener. With implicit TLS
     // only, an accepted connection is the answer.
-    let (addr, greets) = match all.iter().find(|l| l.mode == ListenMode::Plain) {
+    let (addr, greets) = match all.iter().find(|l| l.mode != ListenMode::Tls) {
         Some(l) => (l.addr, true),
         None => (
             all.first()

@@ -45,12 +45,14 @@ pub(super) fn parse_listen_addr(key: &str, s: &str) -> Result<ListenAddr, Config
     let (mode, rest) = match t.split_once("://") {
         None => (ListenMode::Plain, t),
         Some(("tls", rest)) => (ListenMode::Tls, rest),
+        Some(("auto", rest)) => (ListenMode::Auto, rest),
         Some((scheme, _)) => {
             return Err(invalid(
                 key,
                 format!(
                     "{s:?}: unknown scheme {scheme:?}: write IP:port (plaintext, STARTTLS per \
-                     `starttls`) or tls://IP:port (implicit TLS, as on ports 465/993/995)"
+                     `starttls`), tls://IP:port (implicit TLS, as on ports 465/993/995) or \
+                     auto://IP:port (either, by the client's first bytes)"
                 ),
             ))
         }
@@ -60,7 +62,7 @@ pub(super) fn parse_listen_addr(key: &str, s: &str) -> Result<ListenAddr, Config
             key,
             format!(
                 "{s:?} is not a listen address: write IP:port (plaintext, STARTTLS per \
-                 `starttls`) or tls://IP:port (implicit TLS), e.g. \"127.0.0.1:2525\", \
+                 `starttls`), tls://IP:port (implicit TLS) or auto://IP:port (either), e.g. \"127.0.0.1:2525\", \
                  \"tls://0.0.0.0:4650\" or \"[::1]:2525\""
             ),
         )

@@ -154,12 +154,13 @@ pub struct Listener {
 impl Listener {
     /// Whether any address starts sessions without TLS (so `starttls` matters).
     pub fn has_plain(&self) -> bool {
-        self.listen.iter().any(|l| l.mode == ListenMode::Plain)
+        self.listen.iter().any(|l| l.mode != ListenMode::Tls)
     }
 
     /// Whether any address needs the local certificate.
     pub fn needs_certificate(&self) -> bool {
-        self.starttls != StartTlsMode::Off || self.listen.iter().any(|l| l.mode == ListenMode::Tls)
+        self.starttls != StartTlsMode::Off
+            || self.listen.iter().any(|l| l.mode != ListenMode::Plain)
     }
 }
 
@@ -180,6 +181,10 @@ pub enum ListenMode {
     /// `tls://IP:port`: the TLS handshake first, then the greeting (SMTPS, IMAPS, POP3S;
     /// RFC 8314 §3.3); STARTTLS is neither offered nor accepted.
     Tls,
+    /// `auto://IP:port`: implicit TLS when the client's first bytes are a ClientHello
+    /// (waiting at most `tls::local::sniff::AUTO_TLS_WAIT`), else as `Plain` — for
+    /// devices set to the wrong mode.
+    Auto,
 }
 
 impl ListenMode {
@@ -188,6 +193,7 @@ impl ListenMode {
         match self {
             ListenMode::Plain => "plain",
             ListenMode::Tls => "implicit",
+            ListenMode::Auto => "auto",
         }
     }
 }
@@ -197,6 +203,7 @@ impl std::fmt::Display for ListenAddr {
         match self.mode {
             ListenMode::Plain => write!(f, "{}", self.addr),
             ListenMode::Tls => write!(f, "tls://{}", self.addr),
+            ListenMode::Auto => write!(f, "auto://{}", self.addr),
         }
     }
 }

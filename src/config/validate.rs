@@ -123,7 +123,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigEr
             let plain_off_loopback = l
                 .listen
                 .iter()
-                .any(|a| a.mode == ListenMode::Plain && !a.addr.ip().is_loopback());
+                .any(|a| a.mode != ListenMode::Tls && !a.addr.ip().is_loopback());
             if l.starttls == StartTlsMode::Off && plain_off_loopback {
                 warnings.push(format!(
                     "{section} listens on a non-loopback address with starttls = \"off\": \

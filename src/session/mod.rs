@@ -21,6 +21,7 @@ use crate::runtime::Runtime;
 use crate::upstream;
 use crate::upstream::pool::Refill;
 
+mod accept;
 mod connect;
 mod early_end;
 mod login;
@@ -63,7 +64,7 @@ pub fn policy(rt: &Runtime, protocol: Protocol, peer: SocketAddr, mode: ListenMo
     // On a tls:// listener the session is encrypted before the greeting: STARTTLS is
     // neither advertised nor accepted (RFC 8314 §3.3).
     let starttls = match (listener.map(|l| l.starttls), &rt.acceptor, mode) {
-        (Some(starttls), Some(_), ListenMode::Plain) => starttls,
+        (Some(starttls), Some(_), ListenMode::Plain | ListenMode::Auto) => starttls,
         _ => StartTlsMode::Off,
     };
     let smtp = cfg.smtp.as_ref();
@@ -118,21 +119,9 @@ pub async fn run<P: LoginPhase>(
     let started = Instant::now();
     let mut report = Report::new();
     let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
-    let client = match mode {
-        ListenMode::Plain => ClientStream::Plain(tcp),
-        // Implicit TLS: the handshake first, then the greeting; the machine starts as
-        // after a STARTTLS (no STARTTLS offered, logins allowed).
-        ListenMode::Tls => match login::start_tls(&rt, ClientStream::Plain(tcp)).await {
-            Some(tls) => {
-                phase.tls_started();
-                report.tls = TlsUse::Implicit;
-                tls
-            }
-            None => {
-                report.outcome = Outcome::TlsFailed;
-                return end(&rt, protocol, started, report, slot);
-            }
-        },
+    let Some(client) = accept::open(&rt, tcp, peer, mode, &mut phase, &mut report).await else {
+        report.outcome = Outcome::TlsFailed;
+        return end(&rt, protocol, started, report, slot);
     };
     let mut buf = BytesMut::with_capacity(PRE_AUTH_READ);
     let cx = login::Ctx {

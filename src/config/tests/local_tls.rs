@@ -1,4 +1,4 @@
-//! Local TLS keys (issue 13): `tls://` listen addresses, in the file and in the
+//! Local TLS keys (issue 13): `tls://` and `auto://` listen addresses, in the file and in the
 //! `QQMAIL_*_LISTEN` variables, and `[tls] key_type`.
 
 use super::*;
@@ -29,6 +29,10 @@ fn listen_address_forms() {
             Some(("0.0.0.0:4650", ListenMode::Tls)),
         ),
         (" tls://[::1]:9930 ", Some(("[::1]:9930", ListenMode::Tls))),
+        (
+            "auto://0.0.0.0:1995",
+            Some(("0.0.0.0:1995", ListenMode::Auto)),
+        ),
         ("ssl://127.0.0.1:465", None),
         ("tls://localhost:465", None),
         ("tls://", None),

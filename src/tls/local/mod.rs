@@ -18,7 +18,9 @@ use crate::trust::{self, Kind};
 use ca::Ca;
 
 pub mod ca;
+pub mod diagnose;
 pub mod names;
+pub mod sniff;
 
 /// A loaded local certificate.
 pub struct LocalCert {

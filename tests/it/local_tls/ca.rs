@@ -35,7 +35,7 @@ print("AUTH", code)
 s.quit()
 "#;
 
-async fn starttls_login(port: u16, cafile: &Path, name: &str) -> String {
+pub(super) async fn starttls_login(port: u16, cafile: &Path, name: &str) -> String {
     let args: Vec<String> = vec![
         port.to_string(),
         cafile.display().to_string(),

@@ -10,7 +10,9 @@ use crate::support::ca::TestCa;
 use crate::support::config::{Account, ConfigBuilder};
 use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE};
 
+mod auto;
 mod ca;
+mod handshake_log;
 mod implicit;
 
 /// The local user's password (distinctive, so a leak is findable).
