@@ -14,7 +14,6 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::{Authenticator, Guards};
 use crate::config::{Account, Config, User};
 use crate::metrics::Metrics;
-use crate::proto::StartTlsMode;
 use crate::queue::deliver::Intake;
 use crate::tls::{self, TlsError};
 
@@ -44,7 +43,7 @@ pub struct Runtime {
     pub config: Arc<Config>,
     /// Local users (configured or generated).
     pub auth: Authenticator,
-    /// STARTTLS acceptor, when any listener offers STARTTLS.
+    /// The local TLS acceptor, when any listener offers STARTTLS or implicit TLS.
     pub acceptor: Option<TlsAcceptor>,
     /// SHA-256 fingerprint of the local certificate.
     pub fingerprint: Option<String>,
@@ -77,7 +76,7 @@ impl Runtime {
         ]
         .into_iter()
         .flatten()
-        .any(|l| l.starttls != StartTlsMode::Off);
+        .any(|l| l.needs_certificate());
         let (acceptor, fingerprint, cert_generated) = if needs_tls {
             let cert = tls::local::load_or_generate(&config.tls, &config.hostname)?;
             (Some(cert.acceptor), Some(cert.fingerprint), cert.generated)

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
+use crate::config::ListenMode;
 use crate::host::Host;
 use crate::proto::imap::ImapLogin;
 use crate::proto::pop3::Pop3Login;
@@ -50,6 +51,8 @@ pub struct Bound {
     pub protocol: Protocol,
     /// The socket.
     pub listener: TcpListener,
+    /// Plaintext or implicit TLS.
+    pub mode: ListenMode,
 }
 
 /// Binds every listener in the runtime's config, logging each address.
@@ -62,17 +65,24 @@ pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
         (Protocol::Pop3, cfg.pop3.as_ref()),
     ] {
         let Some(listener) = listener else { continue };
-        for addr in &listener.listen {
-            let l = listen(*addr).map_err(|source| ServerError::Bind {
+        for la in &listener.listen {
+            let l = listen(la.addr).map_err(|source| ServerError::Bind {
                 protocol: protocol.name(),
-                addr: *addr,
+                addr: la.addr,
                 source,
             })?;
-            let local = l.local_addr().unwrap_or(*addr);
-            info!(protocol = protocol.name(), addr = %local, starttls = listener.starttls.name(), "listening");
+            let local = l.local_addr().unwrap_or(la.addr);
+            // STARTTLS applies to plain listeners only: a tls:// session is encrypted from
+            // its first byte.
+            let starttls = match la.mode {
+                ListenMode::Plain | ListenMode::Auto => listener.starttls.name(),
+                ListenMode::Tls => "off",
+            };
+            info!(protocol = protocol.name(), addr = %local, tls = la.mode.name(), starttls, "listening");
             out.push(Bound {
                 protocol,
                 listener: l,
+                mode: la.mode,
             });
         }
     }
@@ -354,7 +364,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let protocol = bound.protocol;
+    let (protocol, mode) = (bound.protocol, bound.mode);
     let mut backoff = Duration::from_millis(50);
     loop {
         let accepted = tokio::select! {
@@ -423,16 +433,19 @@ async fn accept_loop(
         // line (a test, an operator) may connect again at once.
         tracker.spawn(
             async move {
-                let policy = session::policy(&rt, protocol, peer);
+                let policy = session::policy(&rt, protocol, peer, mode);
                 match protocol {
                     Protocol::Smtp => {
-                        session::run(rt, tcp, peer, SmtpLogin::new(policy), token, slot).await;
+                        let phase = SmtpLogin::new(policy);
+                        session::run(rt, tcp, peer, mode, phase, token, slot).await;
                     }
                     Protocol::Imap => {
-                        session::run(rt, tcp, peer, ImapLogin::new(policy), token, slot).await;
+                        let phase = ImapLogin::new(policy);
+                        session::run(rt, tcp, peer, mode, phase, token, slot).await;
                     }
                     Protocol::Pop3 => {
-                        session::run(rt, tcp, peer, Pop3Login::new(policy), token, slot).await;
+                        let phase = Pop3Login::new(policy);
+                        session::run(rt, tcp, peer, mode, phase, token, slot).await;
                     }
                 }
             }

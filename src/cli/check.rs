@@ -10,7 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::config::{Account, Config};
+use crate::config::{Account, Config, ListenAddr, ListenMode};
 use crate::providers::{Security, ServerAddr};
 
 fn smtp_transport(
@@ -217,14 +217,26 @@ pub fn send_test(config: &Config, to: &str, account: Option<&str>) -> Result<()>
 
 /// `qqmail-proxy healthcheck`: connects to the first listener and expects a greeting.
 pub fn healthcheck(config: &Config) -> Result<()> {
-    let addr = config
-        .smtp
-        .as_ref()
-        .map(|s| &s.listener)
-        .or(config.imap.as_ref())
-        .or(config.pop3.as_ref())
-        .and_then(|l| l.listen.first().copied())
-        .ok_or_else(|| anyhow!("no listener configured"))?;
+    let all: Vec<ListenAddr> = [
+        config.smtp.as_ref().map(|s| &s.listener),
+        config.imap.as_ref(),
+        config.pop3.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|l| l.listen.iter().copied())
+    .collect();
+    // A plaintext greeting is what this reads: prefer a plain listener. With implicit TLS
+    // only, an accepted connection is the answer.
+    let (addr, greets) = match all.iter().find(|l| l.mode != ListenMode::Tls) {
+        Some(l) => (l.addr, true),
+        None => (
+            all.first()
+                .map(|l| l.addr)
+                .ok_or_else(|| anyhow!("no listener configured"))?,
+            false,
+        ),
+    };
     let mut target = addr;
     if target.ip().is_unspecified() {
         target.set_ip(if addr.is_ipv4() {
@@ -235,6 +247,10 @@ pub fn healthcheck(config: &Config) -> Result<()> {
     }
     let mut tcp = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))
         .with_context(|| format!("connecting to {target}"))?;
+    if !greets {
+        println!("ok: {target} accepted a connection");
+        return Ok(());
+    }
     tcp.set_read_timeout(Some(Duration::from_secs(3)))?;
     let mut buf = [0u8; 64];
     let n = std::io::Read::read(&mut tcp, &mut buf)?;

@@ -31,6 +31,11 @@ pub fn describe(c: &Config) -> String {
         &quote(&c.tls.key_file.display().to_string()),
     );
     line(&mut o, "names", &list(c.tls.names.iter()));
+    line(&mut o, "key_type", &quote(c.tls.key_type.name()));
+    let _ = writeln!(o, "# local CA: {}", c.tls.ca_cert_file.display());
+    if let Some(hint) = crate::tls::local::legacy_hint(&c.tls) {
+        let _ = writeln!(o, "# note: {hint}");
+    }
     if c.uses_queue() {
         queue(&mut o, c);
     }

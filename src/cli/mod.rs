@@ -1,5 +1,5 @@
 //! The command line (clap): `serve`, `init`, `hash-password`, `reset-password`,
-//! `check-config`, `check`, `send-test`, `providers`, `healthcheck`, `queue`. The only place
+//! `check-config`, `check`, `send-test`, `providers`, `healthcheck`, `queue`, `ca`. The only place
 //! where errors become `anyhow` and reach the user as text.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{CodeNeed, Config, LogFormat, ProcessEnv};
 
+mod ca;
 mod check;
 mod describe;
 mod init;
@@ -30,7 +31,8 @@ mod serve;
         echo -n 'printer password' | qqmail-proxy hash-password\n  \
         qqmail-proxy check --config config/qqmail-proxy.toml\n  \
         qqmail-proxy send-test --to someone@example.com\n  \
-        qqmail-proxy queue list"
+        qqmail-proxy queue list\n  \
+        qqmail-proxy ca export > qqmail-proxy-ca.pem"
 )]
 pub struct Cli {
     /// Config file (TOML). Without one, QQMAIL_* environment variables configure a single account.
@@ -97,6 +99,12 @@ pub enum Command {
     Providers,
     /// Exit 0 when the running proxy answers (for container health checks).
     Healthcheck,
+    /// The local certificate authority that signs the generated certificate.
+    Ca {
+        /// What to do.
+        #[command(subcommand)]
+        action: ca::CaCommand,
+    },
     /// Inspect the store-and-forward queue, or ask the running server to retry or delete.
     Queue {
         /// What to do.
@@ -171,6 +179,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Healthcheck => check::healthcheck(&load_without_code(path)?),
         Command::Queue { action } => queue::run(&load_without_code(path)?, action),
+        Command::Ca { action } => ca::run(&load_without_code(path)?, action),
     }
 }
 

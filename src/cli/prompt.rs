@@ -53,10 +53,12 @@ fn first_line(raw: Secret) -> Secret {
 /// Shows `label` on stderr and reads one line from the terminal with echo off.
 fn prompt(label: &str) -> Result<Secret> {
     let mut err = std::io::stderr();
-    let _ = err.write_all(label.as_bytes());
-    let _ = err.flush();
     let line = {
+        // Echo goes off before the prompt shows, so nothing typed after the prompt can
+        // be echoed (and nothing typed ahead is discarded: TCSADRAIN, not TCSAFLUSH).
         let _echo_off = EchoOff::new()?;
+        let _ = err.write_all(label.as_bytes());
+        let _ = err.flush();
         let mut line = Vec::new();
         std::io::stdin()
             .lock()
@@ -83,7 +85,7 @@ impl EchoOff {
         quiet.local_modes.remove(LocalModes::ECHO);
         // Keep echoing the newline so the terminal's line discipline behaves as usual.
         quiet.local_modes.insert(LocalModes::ECHONL);
-        termios::tcsetattr(&stdin, OptionalActions::Flush, &quiet)
+        termios::tcsetattr(&stdin, OptionalActions::Drain, &quiet)
             .context("switching the terminal's echo off")?;
         Ok(EchoOff { saved })
     }
@@ -91,7 +93,7 @@ impl EchoOff {
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Flush, &self.saved);
+        let _ = termios::tcsetattr(std::io::stdin(), OptionalActions::Drain, &self.saved);
     }
 }
 

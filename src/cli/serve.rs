@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, LogFormat, ProcessEnv};
+use crate::config::{Config, ListenAddr, LogFormat, ProcessEnv};
 use crate::runtime::{Kept, Runtime};
 use crate::server::{self, Current};
 
@@ -166,6 +166,9 @@ fn describe(rt: &Runtime) {
             generated = rt.cert_generated,
             "local STARTTLS certificate"
         );
+        if let Some(hint) = crate::tls::local::legacy_hint(&rt.config.tls) {
+            info!("{hint}");
+        }
     }
     info!(users = rt.auth.user_count(), "local users loaded");
 }
@@ -240,9 +243,9 @@ fn reload(path: Option<&Path>, current: &Current) {
 
 /// Every listen address, the admin endpoint's included: sockets are bound once at start.
 type Listens = (
-    Option<Vec<SocketAddr>>,
-    Option<Vec<SocketAddr>>,
-    Option<Vec<SocketAddr>>,
+    Option<Vec<ListenAddr>>,
+    Option<Vec<ListenAddr>>,
+    Option<Vec<ListenAddr>>,
     Option<SocketAddr>,
 );
 

@@ -15,6 +15,7 @@ use crate::secrets::Secret;
 
 mod defaults;
 pub mod env;
+mod local_tls;
 mod queue;
 pub mod raw;
 #[cfg(test)]
@@ -145,10 +146,67 @@ pub struct User {
 /// One protocol's listener.
 #[derive(Debug, Clone)]
 pub struct Listener {
-    /// Bound addresses.
-    pub listen: Vec<SocketAddr>,
-    /// STARTTLS offer.
+    /// Bound addresses, each with how its sessions start.
+    pub listen: Vec<ListenAddr>,
+    /// STARTTLS offer (plain listeners only).
     pub starttls: StartTlsMode,
+}
+
+impl Listener {
+    /// Whether any address starts sessions without TLS (so `starttls` matters).
+    pub fn has_plain(&self) -> bool {
+        self.listen.iter().any(|l| l.mode != ListenMode::Tls)
+    }
+
+    /// Whether any address needs the local certificate.
+    pub fn needs_certificate(&self) -> bool {
+        self.starttls != StartTlsMode::Off
+            || self.listen.iter().any(|l| l.mode != ListenMode::Plain)
+    }
+}
+
+/// One listen address and how sessions on it start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The socket address.
+    pub addr: SocketAddr,
+    /// Plaintext (STARTTLS per `starttls`) or implicit TLS.
+    pub mode: ListenMode,
+}
+
+/// How sessions on a listen address start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenMode {
+    /// `IP:port`: a plaintext greeting; STARTTLS as `starttls` says.
+    Plain,
+    /// `tls://IP:port`: the TLS handshake first, then the greeting (SMTPS, IMAPS, POP3S;
+    /// RFC 8314 §3.3); STARTTLS is neither offered nor accepted.
+    Tls,
+    /// `auto://IP:port`: implicit TLS when the client's first bytes are a ClientHello
+    /// (waiting at most `tls::local::sniff::AUTO_TLS_WAIT`), else as `Plain` — for
+    /// devices set to the wrong mode.
+    Auto,
+}
+
+impl ListenMode {
+    /// The label used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenMode::Plain => "plain",
+            ListenMode::Tls => "implicit",
+            ListenMode::Auto => "auto",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mode {
+            ListenMode::Plain => write!(f, "{}", self.addr),
+            ListenMode::Tls => write!(f, "tls://{}", self.addr),
+            ListenMode::Auto => write!(f, "auto://{}", self.addr),
+        }
+    }
 }
 
 /// The SMTP listener and its relay policy.
@@ -177,6 +235,34 @@ pub struct LocalTls {
     pub key_file: PathBuf,
     /// Extra names for a generated certificate.
     pub names: Vec<String>,
+    /// The key type of a generated certificate (and of a new local CA).
+    pub key_type: KeyType,
+    /// The local CA's certificate (`state_dir/local-ca.pem`): signs generated leaves and is
+    /// what `ca export` prints for clients' trust stores.
+    pub ca_cert_file: PathBuf,
+    /// The local CA's private key (`state_dir/local-ca-key.pem`, mode 0600).
+    pub ca_key_file: PathBuf,
+}
+
+/// `[tls] key_type`: the key of a generated certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// RSA 2048 with SHA-256 signatures: every TLS stack since SSL 3 can use it
+    /// (Windows XP SChannel and many printer firmwares cannot use ECDSA).
+    #[default]
+    Rsa,
+    /// ECDSA P-256 with SHA-256: smaller and faster, for modern clients only.
+    Ecdsa,
+}
+
+impl KeyType {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::Rsa => "rsa",
+            KeyType::Ecdsa => "ecdsa",
+        }
+    }
 }
 
 /// Limits and timeouts, each with a safe default.

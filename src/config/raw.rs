@@ -208,6 +208,8 @@ pub struct RawTls {
     pub key_file: Option<PathBuf>,
     /// Extra names for a generated certificate.
     pub names: Option<Vec<String>>,
+    /// `rsa` or `ecdsa`, for a generated certificate.
+    pub key_type: Option<String>,
 }
 
 /// `[admin]`.

@@ -9,6 +9,7 @@ use super::{Config, ConfigError, RewriteSender};
 use crate::providers::Security;
 
 mod env_layer;
+mod local_tls;
 mod queue;
 
 /// A 16-character code, as QQ issues them.
@@ -245,7 +246,7 @@ fn every_mistake_names_the_key_and_the_fix() {
         (
             "bad listen address",
             format!("{ACCOUNT}\n[imap]\nlisten = [\"localhost:1143\"]\n"),
-            vec!["[imap] listen", "\"localhost:1143\" is not an address", "127.0.0.1:2525"],
+            vec!["[imap] listen", "\"localhost:1143\" is not a listen address", "127.0.0.1:2525"],
         ),
         (
             "bad duration unit",

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::local_tls::{parse_listen_addr, validate_tls};
 use super::queue::validate_queue;
 use super::raw::{self, RawAccount, RawConfig, RawListener, RawSmtp};
 use super::{
-    invalid, Account, Config, ConfigError, Delivery, Env, Limits, Listener, LocalTls, LogFormat,
+    invalid, Account, Config, ConfigError, Delivery, Env, Limits, ListenMode, Listener, LogFormat,
     RewriteSender, SmtpSettings, User, DEFAULT_IMAP_LISTEN, DEFAULT_POP3_LISTEN,
     DEFAULT_SMTP_LISTEN,
 };
@@ -136,7 +137,11 @@ pub(super) fn validate(
         ("[pop3]", pop3.as_ref()),
     ] {
         if let Some(l) = l {
-            if l.starttls == StartTlsMode::Off && l.listen.iter().any(|a| !a.ip().is_loopback()) {
+            let plain_off_loopback = l
+                .listen
+                .iter()
+                .any(|a| a.mode != ListenMode::Tls && !a.addr.ip().is_loopback());
+            if l.starttls == StartTlsMode::Off && plain_off_loopback {
                 warnings.push(format!(
                     "{section} listens on a non-loopback address with starttls = \"off\": \
                      local passwords cross the network in the clear"
@@ -154,19 +159,7 @@ pub(super) fn validate(
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("certs"));
-    let tls = LocalTls {
-        cert_file: raw
-            .tls
-            .cert_file
-            .clone()
-            .unwrap_or_else(|| state_dir.join("local-cert.pem")),
-        key_file: raw
-            .tls
-            .key_file
-            .clone()
-            .unwrap_or_else(|| state_dir.join("local-key.pem")),
-        names: raw.tls.names.clone().unwrap_or_default(),
-    };
+    let tls = validate_tls(&raw.tls, &state_dir)?;
     let admin = match raw.admin.as_ref().and_then(|a| a.listen.as_deref()) {
         Some(a) => Some(parse_listen("[admin] listen", a)?),
         None => None,
@@ -361,9 +354,9 @@ fn validate_listener(
     let listen = match &l.listen {
         Some(v) => v
             .iter()
-            .map(|s| parse_listen(&format!("{section} listen"), s))
+            .map(|s| parse_listen_addr(&format!("{section} listen"), s))
             .collect::<Result<Vec<_>, _>>()?,
-        None => vec![parse_listen(&format!("{section} listen"), default)?],
+        None => vec![parse_listen_addr(&format!("{section} listen"), default)?],
     };
     Ok(Listener {
         listen,

@@ -95,7 +95,7 @@ pub(super) async fn login_phase<P: LoginPhase>(
                     .await;
                 ControlFlow::Break(None)
             }
-            Action::StartTls(bytes) => starttls(cx.rt, client, buf, phase, &bytes, report).await,
+            Action::StartTls(bytes) => starttls(cx, client, buf, phase, &bytes, report).await,
             Action::Login(creds) => login(cx, client, phase, creds, report).await,
             Action::Proceed => ControlFlow::Break(proceed(cx, client, report)),
         };
@@ -179,14 +179,14 @@ async fn read<P: LoginPhase>(
 /// Answers STARTTLS and runs the handshake. Plaintext pipelined behind the command is
 /// discarded unread (RFC 3207 §6, CVE-2011-0411).
 async fn starttls<P: LoginPhase>(
-    rt: &Runtime,
+    cx: &Ctx<'_>,
     client: &mut ClientStream,
     buf: &mut BytesMut,
     phase: &mut P,
     reply: &[u8],
     report: &mut Report,
 ) -> Step {
-    let io_timeout = rt.config.limits.pre_auth_timeout;
+    let io_timeout = cx.rt.config.limits.pre_auth_timeout;
     if !send(client, reply, io_timeout, report).await {
         return stop(report, Outcome::Error);
     }
@@ -198,30 +198,13 @@ async fn starttls<P: LoginPhase>(
         crate::secrets::wipe(&mut buf[..]);
         buf.clear();
     }
-    match start_tls(rt, take(client), io_timeout).await {
+    match super::accept::handshake(cx.rt, take(client), cx.peer).await {
         Some(tls) => *client = tls,
         None => return stop(report, Outcome::TlsFailed),
     }
+    report.tls = super::TlsUse::StartTls;
     phase.tls_started();
     ControlFlow::Continue(())
-}
-
-async fn start_tls(rt: &Runtime, client: ClientStream, timeout: Duration) -> Option<ClientStream> {
-    let acceptor = rt.acceptor.clone()?;
-    let ClientStream::Plain(tcp) = client else {
-        return None;
-    };
-    match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
-        Ok(Err(e)) => {
-            info!(error = %e, "client STARTTLS handshake failed");
-            None
-        }
-        Err(_) => {
-            info!("client STARTTLS handshake timed out");
-            None
-        }
-    }
 }
 
 /// Checks the credentials, logs in upstream, and answers with the protocol's reply.

@@ -14,13 +14,14 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::config::Delivery;
+use crate::config::{Delivery, ListenMode};
 use crate::host::Host;
 use crate::proto::{LoginPhase, Policy, Protocol, StartTlsMode};
 use crate::runtime::Runtime;
 use crate::upstream;
 use crate::upstream::pool::Refill;
 
+mod accept;
 mod connect;
 mod early_end;
 mod login;
@@ -33,7 +34,7 @@ pub mod stream;
 pub(crate) use connect::login_upstream;
 pub use connect::{upstream_login, Purpose, Upstream};
 use login::{login_phase, LoggedIn};
-pub use report::{Outcome, Report};
+pub use report::{Outcome, Report, TlsUse};
 use stream::ClientStream;
 
 /// Largest read from a client before login.
@@ -53,15 +54,17 @@ pub trait Seat: Send + Sync {
 }
 
 /// The login-phase policy for a client of `protocol` at `peer`.
-pub fn policy(rt: &Runtime, protocol: Protocol, peer: SocketAddr) -> Policy {
+pub fn policy(rt: &Runtime, protocol: Protocol, peer: SocketAddr, mode: ListenMode) -> Policy {
     let cfg = &rt.config;
     let listener = match protocol {
         Protocol::Smtp => cfg.smtp.as_ref().map(|s| &s.listener),
         Protocol::Imap => cfg.imap.as_ref(),
         Protocol::Pop3 => cfg.pop3.as_ref(),
     };
-    let starttls = match (listener.map(|l| l.starttls), &rt.acceptor) {
-        (Some(mode), Some(_)) => mode,
+    // On a tls:// listener the session is encrypted before the greeting: STARTTLS is
+    // neither advertised nor accepted (RFC 8314 §3.3).
+    let starttls = match (listener.map(|l| l.starttls), &rt.acceptor, mode) {
+        (Some(starttls), Some(_), ListenMode::Plain | ListenMode::Auto) => starttls,
         _ => StartTlsMode::Off,
     };
     let smtp = cfg.smtp.as_ref();
@@ -106,6 +109,7 @@ pub async fn run<P: LoginPhase>(
     rt: Arc<Runtime>,
     tcp: TcpStream,
     peer: SocketAddr,
+    mode: ListenMode,
     mut phase: P,
     shutdown: CancellationToken,
     slot: impl Seat,
@@ -115,7 +119,10 @@ pub async fn run<P: LoginPhase>(
     let started = Instant::now();
     let mut report = Report::new();
     let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
-    let client = ClientStream::Plain(tcp);
+    let Some(client) = accept::open(&rt, tcp, peer, mode, &mut phase, &mut report).await else {
+        report.outcome = Outcome::TlsFailed;
+        return end(&rt, protocol, started, report, slot);
+    };
     let mut buf = BytesMut::with_capacity(PRE_AUTH_READ);
     let cx = login::Ctx {
         rt: &rt,
@@ -195,6 +202,7 @@ fn end(
                 bytes_in = report.from_client,
                 bytes_out = report.to_client,
                 auth_failures = report.auth_failures,
+                tls = report.tls.label(),
                 duration_ms = started.elapsed().as_millis() as u64,
                 "session end"
             )

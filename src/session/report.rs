@@ -61,6 +61,30 @@ pub struct Report {
     pub messages: u64,
     /// Failed local logins.
     pub auth_failures: u32,
+    /// Whether and how the client's connection was encrypted.
+    pub tls: TlsUse,
+}
+
+/// How a session's client connection was encrypted, for the session log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsUse {
+    /// Plaintext throughout.
+    None,
+    /// Upgraded by STARTTLS (STLS).
+    StartTls,
+    /// A tls:// listener: encrypted from the first byte.
+    Implicit,
+}
+
+impl TlsUse {
+    /// The label used in logs (`tls=implicit`).
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsUse::None => "none",
+            TlsUse::StartTls => "starttls",
+            TlsUse::Implicit => "implicit",
+        }
+    }
 }
 
 impl Report {
@@ -84,6 +108,7 @@ impl Report {
             to_client: 0,
             messages: 0,
             auth_failures: 0,
+            tls: TlsUse::None,
         }
     }
 }

@@ -42,6 +42,9 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating the local certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// RSA key generation failed.
+    #[error("generating an RSA key: {0}")]
+    Rsa(String),
     /// The key or certificate could have been written by another user.
     #[error("{what}: {source}")]
     Untrusted {

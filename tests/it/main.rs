@@ -7,6 +7,7 @@ mod fakes_imap_pop3;
 mod fakes_smtp;
 mod hardening;
 mod imap;
+mod local_tls;
 mod mailin_peer;
 mod pop3;
 mod queue;

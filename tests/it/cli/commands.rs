@@ -91,7 +91,8 @@ async fn hash_password_reads_stdin_and_verifies_with_argon2() {
 /// Drives `hash-password` on a pseudo-terminal: prompts, answers, and returns everything
 /// the terminal showed (echo included) and the exit status.
 const PTY_DRIVER: &str = r#"
-import os, pty, sys
+import os, pty, signal, sys
+signal.alarm(30)  # a hang fails the test instead of hanging it
 bin, first, second = sys.argv[1], sys.argv[2], sys.argv[3]
 pid, fd = pty.fork()
 if pid == 0:

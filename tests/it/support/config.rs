@@ -172,6 +172,7 @@ pub struct ConfigBuilder {
     users: Vec<User>,
     sections: Vec<(&'static str, Section)>,
     tls: Option<(PathBuf, PathBuf)>,
+    tls_lines: Vec<String>,
     limits: Vec<(String, String)>,
     state_dir: Option<PathBuf>,
     top: Vec<String>,
@@ -195,6 +196,7 @@ impl ConfigBuilder {
             users: Vec::new(),
             sections: Vec::new(),
             tls,
+            tls_lines: Vec::new(),
             limits: Vec::new(),
             state_dir,
             top: Vec::new(),
@@ -344,6 +346,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Adds a raw line to `[tls]` (e.g. `key_type = "ecdsa"`).
+    pub fn tls_line(mut self, raw: &str) -> Self {
+        self.tls_lines.push(raw.to_owned());
+        self
+    }
+
+    /// The `[tls]` certificate and key paths.
+    pub fn tls_paths(&self) -> (PathBuf, PathBuf) {
+        self.tls.clone().expect("[tls] disabled")
+    }
+
     /// Leaves out `[tls]`.
     pub fn no_tls(mut self) -> Self {
         self.tls = None;
@@ -457,6 +470,9 @@ impl ConfigBuilder {
             line(&mut out, "\n[tls]".to_owned());
             line(&mut out, format!("cert_file = {}", toml_path(cert)));
             line(&mut out, format!("key_file = {}", toml_path(key)));
+            self.tls_lines
+                .iter()
+                .for_each(|raw| line(&mut out, raw.clone()));
         }
         if !self.limits.is_empty() {
             line(&mut out, "\n[limits]".to_owned());
