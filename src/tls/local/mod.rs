@@ -42,8 +42,15 @@ pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, Tls
         trust::check(path, kind).map_err(|source| TlsError::Untrusted { what, source })?;
     }
     let (cert_exists, key_exists) = (cfg.cert_file.exists(), cfg.key_file.exists());
+    let mut renewed = Vec::new();
     let generated = match (cert_exists, key_exists) {
-        (true, true) => false,
+        (true, true) => {
+            renewed = uncovered(cfg, hostname);
+            if !renewed.is_empty() {
+                renew(cfg, hostname)?;
+            }
+            false
+        }
         (false, false) => {
             generate(cfg, hostname)?;
             true
@@ -72,6 +79,13 @@ pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, Tls
         message: format!("no usable private key ({e})"),
     })?;
     let fingerprint = fingerprint(&certs[0]);
+    if !renewed.is_empty() {
+        tracing::info!(
+            "the local certificate did not name {}: a new one was issued by the same local \
+             CA (clients that trust the CA need nothing), sha256={fingerprint}",
+            renewed.join(", ")
+        );
+    }
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -81,6 +95,33 @@ pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, Tls
         fingerprint,
         generated,
     })
+}
+
+/// The names a generated leaf should carry (`[tls] names`, this machine's host name and
+/// addresses, …) that the one in `cert_file` does not: non-empty means issue a new one.
+/// Always empty for a certificate the proxy did not generate with its CA (a user's own
+/// `cert_file`, or an older self-signed one, which [`legacy_hint`] covers): those are
+/// never touched.
+fn uncovered(cfg: &LocalTls, hostname: &str) -> Vec<String> {
+    let Ok(certs) = read_certs("[tls] cert_file", &cfg.cert_file) else {
+        return Vec::new();
+    };
+    let ours = certs.len() >= 2
+        && cfg.ca_cert_file.exists()
+        && memchr::memmem::find(certs[0].as_ref(), ca::LEAF_CN.as_bytes()).is_some();
+    let Ok(leaf) = webpki::EndEntityCert::try_from(&certs[0]) else {
+        return Vec::new();
+    };
+    if !ours {
+        return Vec::new();
+    }
+    names::leaf_names(hostname, &cfg.names)
+        .into_iter()
+        .filter(|name| {
+            rustls::pki_types::ServerName::try_from(name.as_str())
+                .is_ok_and(|n| leaf.verify_is_valid_for_subject_name(&n).is_err())
+        })
+        .collect()
 }
 
 /// Reads every certificate in a PEM file (at least one).
@@ -138,6 +179,28 @@ fn generate(cfg: &LocalTls, hostname: &str) -> Result<(), TlsError> {
     let (chain, key) = ca.issue(cfg.key_type, hostname, &cfg.names)?;
     write_file(&cfg.key_file, key.as_bytes(), 0o600, "[tls] key_file")?;
     write_file(&cfg.cert_file, chain.as_bytes(), 0o644, "[tls] cert_file")?;
+    Ok(())
+}
+
+/// Replaces a generated leaf with a new one from the same CA: both files written beside
+/// the old ones and renamed over them (a crash leaves the old pair or the new one, but
+/// for the instant between the two renames).
+fn renew(cfg: &LocalTls, hostname: &str) -> Result<(), TlsError> {
+    let ca = load_or_generate_ca(cfg)?;
+    let (chain, key) = ca.issue(cfg.key_type, hostname, &cfg.names)?;
+    for (path, bytes, mode, what) in [
+        (&cfg.key_file, key.as_bytes(), 0o600, "[tls] key_file"),
+        (&cfg.cert_file, chain.as_bytes(), 0o644, "[tls] cert_file"),
+    ] {
+        let new = path.with_extension("pem.new");
+        let _ = fs::remove_file(&new);
+        write_file(&new, bytes, mode, what)?;
+        fs::rename(&new, path).map_err(|source| TlsError::Io {
+            what,
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
     Ok(())
 }
 

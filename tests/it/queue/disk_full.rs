@@ -122,7 +122,7 @@ async fn disk_full_through_a_session_is_452_and_loses_nothing() {
         .send_message(&[RCPT], &dot_stuff(&scan(99, 200_000)))
         .await;
     assert!(r.starts_with("452 4.3.1 "), "{r}");
-    delivered_then_taken_again(&fake, &mut c, &acked).await;
+    delivered_then_taken_again(&fake, &mut c, &acked, &dir.path().join("small/queue")).await;
     assert!(proxy.terminate().await.success());
     drop(ca);
 }
@@ -142,7 +142,7 @@ async fn over_max_size_through_a_session_is_452_and_loses_nothing() {
     // Once over it, a declared SIZE= that does not fit is refused at MAIL already.
     let r = c.cmd(&format!("MAIL FROM:<{SENDER}> SIZE=100000")).await;
     assert!(r.starts_with("452 4.3.1 "), "{r}");
-    delivered_then_taken_again(&fake, &mut c, &acked).await;
+    delivered_then_taken_again(&fake, &mut c, &acked, spool.path()).await;
     assert!(proxy.terminate().await.success());
     drop(ca);
 }
@@ -181,6 +181,26 @@ async fn disk_full_at_delivery_never_resends_to_a_delivered_recipient() {
     let line = proxy.wait_for_log("could not record", WAIT).await;
     assert!(line.contains("no space left"), "{line}");
     assert!(proxy.terminate().await.success());
+}
+
+/// Waits (at most [`DELIVERY_WAIT`]) until the queue's `msg/` holds no file.
+async fn queue_emptied(queue: &Path) {
+    let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
+    loop {
+        let left = std::fs::read_dir(queue.join("msg"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{left} file(s) still in {}/msg after delivery",
+            queue.display()
+        );
+        // Polling a condition, bounded by the deadline above.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Writes `path` until the filesystem has not one byte left.
@@ -235,7 +255,12 @@ async fn send_until_refused(c: &mut Client, size: usize) -> (Vec<Vec<u8>>, Strin
 /// The upstream comes up: exactly the acknowledged messages arrive, byte for byte (none
 /// of the refused ones); their deliveries free the room, and a new message is queued
 /// and delivered.
-async fn delivered_then_taken_again(fake: &FakeSmtp, c: &mut Client, acked: &[Vec<u8>]) {
+async fn delivered_then_taken_again(
+    fake: &FakeSmtp,
+    c: &mut Client,
+    acked: &[Vec<u8>],
+    queue: &Path,
+) {
     fake.set_flap(Flap::Up);
     let got = fake.wait_messages(acked.len(), DELIVERY_WAIT).await;
     let mut want: Vec<Vec<u8>> = acked.iter().map(|t| recorded_form(t)).collect();
@@ -243,8 +268,9 @@ async fn delivered_then_taken_again(fake: &FakeSmtp, c: &mut Client, acked: &[Ve
     want.sort();
     have.sort();
     assert!(have == want, "delivered differs from acknowledged: {got:?}");
-    // One worker delivers one message after the other, removing each before the next:
-    // by now all but the last left the queue, which is room enough for this one.
+    // The delivered messages' files go once their batch's removals are durable (one
+    // directory fsync a batch): wait for the spool to be empty, which frees the room.
+    queue_emptied(queue).await;
     let text = scan(100, 50_000);
     let r = c.send_message(&[RCPT], &dot_stuff(&text)).await;
     assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
