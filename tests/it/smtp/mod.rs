@@ -28,6 +28,7 @@ mod negative;
 mod transfer;
 mod upstream_close;
 mod upstream_tls;
+mod verdicts;
 
 /// The local user every test logs in as.
 pub const USER: &str = "printer";
