@@ -32,6 +32,7 @@ use verdict::At;
 
 mod data;
 mod fallback;
+mod limit;
 mod pipeline;
 mod queued;
 mod sink;
@@ -264,6 +265,7 @@ impl Relay<'_> {
             }
             Command::Rcpt { arg } => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
+                _ if !self.may_mail(arg) => self.refuse_recipient(arg).await,
                 _ if self.mode.is_queue() => self.queued_rcpt(arg).await,
                 _ => self.rcpt(arg).await,
             },

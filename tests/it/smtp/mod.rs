@@ -26,6 +26,7 @@ mod faults;
 mod headers;
 mod negative;
 mod transfer;
+mod unauth_recipients;
 mod upstream_close;
 mod upstream_tls;
 mod verdicts;
