@@ -137,3 +137,30 @@ async fn a_session_refused_with_535_does_not_end_ok() {
     assert_eq!(result, "auth_failed");
     gw.assert_no_secret(&[WRONG]);
 }
+
+#[tokio::test]
+async fn a_queued_message_is_one_line_with_its_envelope() {
+    let spool = tempfile::tempdir().expect("spool");
+    let queue = format!(
+        "\n[queue]\ndir = {}\n",
+        crate::support::config::toml_str(&spool.path().display().to_string())
+    );
+    let gw = Gateway::with(SmtpOptions::implicit, |b| {
+        b.section_line("smtp", "delivery = \"queue\"").extra(&queue)
+    })
+    .await;
+    let mut c = gw.logged_in().await;
+    let text = sample_message("queued");
+    let r = c.send_message(&[RCPT], &dot_stuff(&text)).await;
+    assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    quit(&gw, c).await;
+    let lines: Vec<_> = verdict_lines(&gw, "queued as")
+        .into_iter()
+        .filter(|e| e.message() == Some("message queued"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", gw.proxy.logs());
+    let e = &lines[0];
+    assert_identity(e);
+    assert_eq!(e.field("sender"), Some(DEFAULT_USER), "{e:?}");
+    assert_eq!(e.field("recipients"), Some(RCPT), "{e:?}");
+}
