@@ -125,6 +125,11 @@ fn listeners(o: &mut String, c: &Config) {
         );
         if let Some(i) = s.unauthenticated_account {
             line(o, "unauthenticated_account", &quote(&c.accounts[i].id));
+            line(
+                o,
+                "unauthenticated_recipients",
+                &list(s.unauthenticated_recipients.iter()),
+            );
         }
     }
     for (name, l) in [("imap", &c.imap), ("pop3", &c.pop3)] {

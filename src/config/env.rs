@@ -146,6 +146,9 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
     if let Some(v) = get("QQMAIL_ALLOW_UNAUTHENTICATED") {
         smtp(raw).allow_unauthenticated = Some(list(&v));
     }
+    if let Some(v) = get("QQMAIL_SMTP_UNAUTHENTICATED_RECIPIENTS") {
+        smtp(raw).unauthenticated_recipients = Some(list(&v));
+    }
     if let Some(v) = get("QQMAIL_SMTP_DELIVERY") {
         smtp(raw).delivery = Some(v);
     }

@@ -18,6 +18,7 @@ pub mod env;
 mod local_tls;
 mod queue;
 pub mod raw;
+pub mod recipients;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -220,6 +221,8 @@ pub struct SmtpSettings {
     pub allow_unauthenticated: Vec<IpNet>,
     /// The account they send as (index into [`Config::accounts`]).
     pub unauthenticated_account: Option<usize>,
+    /// Whom they may mail (`[smtp] unauthenticated_recipients`; empty: anyone).
+    pub unauthenticated_recipients: Vec<recipients::RecipientPattern>,
     /// `[smtp] delivery`: for users without their own, and for allow-listed clients.
     pub delivery: Delivery,
     /// `[smtp] add_missing_headers`: Date, Message-ID and From added when missing.

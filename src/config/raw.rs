@@ -168,6 +168,8 @@ pub struct RawSmtp {
     pub unauthenticated_account: Option<String>,
     /// Explicit consent to a catch-all `allow_unauthenticated`.
     pub i_know_this_is_an_open_relay: Option<bool>,
+    /// Whom clients without a login may mail (`*@domain` or an address; empty: anyone).
+    pub unauthenticated_recipients: Option<Vec<String>>,
     /// `relay`, `queue` or `fallback`.
     pub delivery: Option<String>,
     /// Add Date, Message-ID and From when a message lacks them (default true).

@@ -11,6 +11,7 @@ use crate::providers::Security;
 mod env_layer;
 mod local_tls;
 mod queue;
+mod recipients;
 
 /// A 16-character code, as QQ issues them.
 const CODE: &str = "abcdefghijklmnop";

@@ -410,6 +410,10 @@ fn validate_smtp(
             "[smtp] allow_unauthenticated contains a catch-all: this is an open relay".into(),
         );
     }
+    let unauthenticated_recipients =
+        super::recipients::validate(s.unauthenticated_recipients.as_ref())?;
+    let limited = !unauthenticated_recipients.is_empty();
+    super::recipients::network_warnings(&allow, limited, warnings);
     let unauthenticated_account = if allow.is_empty() {
         None
     } else {
@@ -433,6 +437,7 @@ fn validate_smtp(
         rewrite_sender,
         allow_unauthenticated: allow,
         unauthenticated_account,
+        unauthenticated_recipients,
         delivery,
         add_missing_headers: s.add_missing_headers.unwrap_or(true),
     })

@@ -218,4 +218,11 @@ pub trait LoginPhase {
     fn line_endings(&self) -> line::LineEndings {
         line::LineEndings::None
     }
+
+    /// Whether the client was refused something only a login allows (SMTP's 530 to a
+    /// MAIL without AUTH): a session that ends without a login after that is reported
+    /// as refused, not as a normal end.
+    fn refused(&self) -> bool {
+        false
+    }
 }

@@ -47,6 +47,8 @@ pub struct SmtpLogin {
     state: State,
     tls: bool,
     errors: u32,
+    /// A 530 was sent: the client wanted to send without logging in.
+    refused: bool,
 }
 
 impl SmtpLogin {
@@ -58,6 +60,7 @@ impl SmtpLogin {
             state: State::Fresh,
             tls: false,
             errors: 0,
+            refused: false,
         }
     }
 
@@ -121,7 +124,10 @@ impl SmtpLogin {
             }
             Command::StartTls => Action::StartTls(reply::TLS_READY.into()),
             Command::Auth { .. } if self.state == State::Fresh => self.error(reply::EHLO_FIRST),
-            Command::Auth { .. } if !self.auth_allowed() => self.error(reply::TLS_FIRST),
+            Command::Auth { .. } if !self.auth_allowed() => {
+                self.refused = true;
+                self.error(reply::TLS_FIRST)
+            }
             Command::Auth { mechanism, initial } => match Mechanism::parse(mechanism) {
                 None => self.error(reply::MECHANISM),
                 Some(Mechanism::Plain) => match initial {
@@ -154,6 +160,7 @@ impl SmtpLogin {
                 Action::Proceed
             }
             Command::Mail { .. } | Command::Rcpt { .. } | Command::Data | Command::Bdat => {
+                self.refused = true;
                 self.error(reply::AUTH_REQUIRED)
             }
             Command::BadSyntax(text) => self.error(text),
@@ -272,6 +279,10 @@ impl LoginPhase for SmtpLogin {
 
     fn line_endings(&self) -> LineEndings {
         self.framer.endings()
+    }
+
+    fn refused(&self) -> bool {
+        self.refused
     }
 }
 

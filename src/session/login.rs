@@ -100,8 +100,20 @@ pub(super) async fn login_phase<P: LoginPhase>(
             Action::Proceed => ControlFlow::Break(proceed(cx, client, report)),
         };
         if let ControlFlow::Break(done) = step {
+            if done.is_none() {
+                settle(phase, report);
+            }
             return done;
         }
+    }
+}
+
+/// A session that ends in the login phase after being refused (530) without a later
+/// failure of its own ends as `Refused`, so the log never calls it a normal end.
+fn settle<P: LoginPhase>(phase: &P, report: &mut Report) {
+    let quiet_end = matches!(report.outcome, Outcome::Ok | Outcome::ClientClosed);
+    if quiet_end && report.user.is_none() && phase.refused() {
+        report.outcome = Outcome::Refused;
     }
 }
 

@@ -24,6 +24,8 @@ pub enum Outcome {
     Shed,
     /// The client sent HTTP (a cross-protocol attack) and was closed at once.
     CrossProtocol,
+    /// Refused before any login (SMTP 530: MAIL without AUTH) and left without one.
+    Refused,
 }
 
 impl Outcome {
@@ -40,6 +42,7 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::Shed => "shed",
             Outcome::CrossProtocol => "cross_protocol",
+            Outcome::Refused => "refused",
         }
     }
 }

@@ -28,13 +28,16 @@ use crate::upstream::smtp::{read_reply, Reply, ReplyError, SmtpUpstream};
 use crate::upstream::UpstreamError;
 
 use super::stream::ClientStream;
+use verdict::At;
 
 mod data;
 mod fallback;
+mod limit;
 mod pipeline;
 mod queued;
 mod sink;
 pub mod stamp;
+mod verdict;
 mod watch;
 
 /// Why there is no upstream reply after `upstream_command` gave none (for logs).
@@ -48,10 +51,50 @@ const DATA_READ: usize = 64 * 1024;
 enum Tx {
     /// No transaction.
     Idle,
-    /// MAIL accepted; `sender` is what the client asked for (for logs).
+    /// MAIL accepted; `sender` is what went upstream, after any rewrite (for logs).
     Mail { sender: String },
-    /// At least one RCPT accepted.
-    Rcpt { sender: String, recipients: usize },
+    /// At least one RCPT accepted: the addresses, in order (for logs).
+    Rcpt {
+        sender: String,
+        recipients: Vec<String>,
+    },
+}
+
+impl Tx {
+    /// The sender of the transaction, if one was accepted.
+    fn sender(&self) -> Option<&str> {
+        match self {
+            Tx::Idle => None,
+            Tx::Mail { sender } | Tx::Rcpt { sender, .. } => Some(sender),
+        }
+    }
+
+    /// The transaction with one more accepted recipient.
+    fn with_recipient(self, addr: String) -> Tx {
+        match self {
+            Tx::Mail { sender } => Tx::Rcpt {
+                sender,
+                recipients: vec![addr],
+            },
+            Tx::Rcpt {
+                sender,
+                mut recipients,
+            } => {
+                recipients.push(addr);
+                Tx::Rcpt { sender, recipients }
+            }
+            Tx::Idle => Tx::Idle,
+        }
+    }
+
+    /// Ends the transaction, returning its sender and recipients (empty when none).
+    fn take(&mut self) -> (String, Vec<String>) {
+        match std::mem::replace(self, Tx::Idle) {
+            Tx::Idle => (String::new(), Vec::new()),
+            Tx::Mail { sender } => (sender, Vec::new()),
+            Tx::Rcpt { sender, recipients } => (sender, recipients),
+        }
+    }
 }
 
 enum ClientRead {
@@ -222,6 +265,7 @@ impl Relay<'_> {
             }
             Command::Rcpt { arg } => match &self.tx {
                 Tx::Idle => self.error(reply::NEED_MAIL).await,
+                _ if !self.may_mail(arg) => self.refuse_recipient(arg).await,
                 _ if self.mode.is_queue() => self.queued_rcpt(arg).await,
                 _ => self.rcpt(arg).await,
             },
@@ -298,11 +342,15 @@ impl Relay<'_> {
                 }
                 Some(r) => {
                     if r.is_positive() {
-                        self.tx = Tx::Mail { sender: show(path) };
+                        self.tx = Tx::Mail {
+                            sender: show(sender),
+                        };
                         let sent = String::from_utf8_lossy(sender).into_owned();
                         if let Some(f) = self.mode.fallback() {
                             f.mail(sent, path.is_empty());
                         }
+                    } else {
+                        self.log_refused(At::Mail, &show(sender), &r.raw);
                     }
                     return self.pass_on(&r).await;
                 }
@@ -329,21 +377,14 @@ impl Relay<'_> {
         let Some(r) = r else {
             return self.upstream_lost().await;
         };
+        let addr = show(queued::address(arg).unwrap_or(arg));
         if r.is_positive() {
             if let Some(f) = self.mode.fallback() {
                 f.rcpt(arg);
             }
-            self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
-                Tx::Mail { sender } => Tx::Rcpt {
-                    sender,
-                    recipients: 1,
-                },
-                Tx::Rcpt { sender, recipients } => Tx::Rcpt {
-                    sender,
-                    recipients: recipients + 1,
-                },
-                Tx::Idle => Tx::Idle,
-            };
+            self.tx = std::mem::replace(&mut self.tx, Tx::Idle).with_recipient(addr);
+        } else {
+            self.log_refused(At::Rcpt, &addr, &r.raw);
         }
         self.pass_on(&r).await
     }

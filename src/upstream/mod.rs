@@ -14,6 +14,7 @@ use crate::net::{self, show, LineError, LineStream};
 use crate::providers::{Security, ServerAddr};
 use crate::tls::upstream::handshake;
 
+pub mod hint;
 pub mod imap;
 pub mod pool;
 pub mod pop3;
@@ -149,24 +150,14 @@ impl UpstreamError {
         let reply = match self {
             UpstreamError::Rejected { reply, .. }
             | UpstreamError::TempFail { reply, .. }
-            | UpstreamError::Refused { reply, .. } => Some(reply.to_ascii_lowercase()),
+            | UpstreamError::Refused { reply, .. } => Some(reply),
             _ => None,
         };
-        if reply
-            .as_ref()
-            .is_some_and(|r| memchr::memmem::find(r, b"frequency").is_some())
-        {
-            return Some(
-                "the provider is rate-limiting this account or address (QQ: \"frequency limited\"): \
-                 wait 10-30 minutes and avoid repeated test logins",
-            );
+        if reply.is_some_and(|r| hint::for_reply(r) == Some(hint::RATE_LIMITED)) {
+            return Some(hint::RATE_LIMITED);
         }
         match self {
-            UpstreamError::Rejected { .. } => Some(
-                "the authorization code is wrong or was revoked, or the IMAP/SMTP service is off: \
-                 generate a new code in QQ Mail → Settings → Account (POP3/IMAP/SMTP service) and \
-                 update the proxy's auth code",
-            ),
+            UpstreamError::Rejected { .. } => Some(hint::CODE_REFUSED),
             UpstreamError::TempFail { .. } => {
                 Some("the provider refused the login for now (often rate limiting): try again later")
             }

@@ -19,7 +19,7 @@ use super::pipeline::{Pipeline, Step};
 pub(super) use super::sink::{Sink, Spool, Streamed};
 pub(super) use super::watch::Interrupt;
 use super::watch::{salvage_reply, send_watching, SALVAGE_WAIT};
-use super::{Relay, Tx, DATA_READ};
+use super::{Relay, DATA_READ};
 use crate::config::RewriteSender;
 use crate::net::{show, LineError};
 use crate::proto::smtp::command::reply;
@@ -249,10 +249,7 @@ impl Relay<'_> {
         interrupted: Option<(Interrupt, Option<Reply>)>,
         size: usize,
     ) -> bool {
-        let (sender, recipients) = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Rcpt { sender, recipients } => (sender, recipients),
-            _ => (String::new(), 0),
-        };
+        let (sender, recipients) = self.tx.take();
         if let Some(why) = refused {
             warn!(from = %sender, size, "message refused: {}", why.reason());
             return self.send(why.reply().as_bytes()).await;
@@ -260,14 +257,9 @@ impl Relay<'_> {
         if let Some((why, salvaged)) = interrupted {
             return match salvaged {
                 Some(r) => {
-                    info!(
-                        from = %sender,
-                        recipients,
-                        size,
-                        reason = %why,
-                        reply = %show(&r.raw),
-                        "message refused by upstream during DATA"
-                    );
+                    debug!(reason = %why, "the upstream refused before the end of the message");
+                    let envelope = (sender.as_str(), recipients.as_slice());
+                    self.log_message("refused by upstream during DATA", envelope, size, &r.raw);
                     self.pass_on(&r).await
                 }
                 None => {
@@ -276,7 +268,7 @@ impl Relay<'_> {
                 }
             };
         }
-        self.upstream_verdict(&sender, recipients, size).await
+        self.upstream_verdict((&sender, &recipients), size).await
     }
 
     /// The upstream's reply to the end of data (`Err(None)`: no upstream).
@@ -289,9 +281,10 @@ impl Relay<'_> {
     }
 
     /// Reads and passes on the upstream's reply to the end of data.
-    async fn upstream_verdict(&mut self, sender: &str, recipients: usize, size: usize) -> bool {
+    async fn upstream_verdict(&mut self, envelope: (&str, &[String]), size: usize) -> bool {
+        let sender = envelope.0;
         match self.read_verdict().await {
-            Ok(r) => self.pass_verdict(sender, recipients, size, &r).await,
+            Ok(r) => self.pass_verdict(envelope, size, &r).await,
             Err(e) => {
                 self.up = None;
                 let timed_out = matches!(e, Some(ReplyError::Line(LineError::Timeout)));
@@ -310,8 +303,7 @@ impl Relay<'_> {
     /// logging it.
     pub(super) async fn pass_verdict(
         &mut self,
-        sender: &str,
-        recipients: usize,
+        envelope: (&str, &[String]),
         size: usize,
         r: &Reply,
     ) -> bool {
@@ -320,14 +312,12 @@ impl Relay<'_> {
             self.report.messages += 1;
             self.rt.metrics.message_relayed();
         }
-        info!(
-            from = %sender,
-            recipients,
-            size,
-            reply = %show(&r.raw),
-            "message {}",
-            if accepted { "relayed" } else { "refused by upstream" }
-        );
+        let what = if accepted {
+            "relayed"
+        } else {
+            "refused by upstream"
+        };
+        self.log_message(what, envelope, size, &r.raw);
         if !(200..300).contains(&r.code) {
             // The refusal may have been sent early, before the end of the message, by a
             // server that then reads the rest as commands and answers them: its later

@@ -152,14 +152,14 @@ impl Relay<'_> {
             };
         }
         let (sender, recipients) = match &self.tx {
-            Tx::Rcpt { sender, recipients } => (sender.clone(), *recipients),
-            _ => (String::new(), 0),
+            Tx::Rcpt { sender, recipients } => (sender.clone(), recipients.clone()),
+            _ => (String::new(), Vec::new()),
         };
         match self.read_verdict().await {
             Ok(r) if !temporary(Stage::EndOfData, &r) => {
                 drop(copy);
                 self.tx = Tx::Idle;
-                self.pass_verdict(&sender, recipients, size, &r).await
+                self.pass_verdict((&sender, &recipients), size, &r).await
             }
             Ok(r) => {
                 self.up = None;
@@ -183,13 +183,11 @@ impl Relay<'_> {
         reason: &str,
         dup: bool,
     ) -> bool {
-        let sender = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Rcpt { sender, .. } | Tx::Mail { sender } => sender,
-            Tx::Idle => String::new(),
-        };
+        let (sender, recipients) = self.tx.take();
         info!(from = %sender, size, reason, "upstream failed temporarily; fallback queues the message");
         let intake = self.mode.fallback().and_then(|f| f.intake.clone());
-        self.commit_queued(copy, &sender, size, dup, intake).await
+        self.commit_queued(copy, (&sender, &recipients), size, dup, intake)
+            .await
     }
 }
 

@@ -4,7 +4,7 @@
 //! queue [`Writer`], and the client gets `250 2.0.0 Ok: queued as ID` only once the
 //! message is durable. Any store fault is `452 4.3.1`, never 250.
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::data::{Sink, Spool, Streamed};
 use super::{Relay, Tx};
@@ -96,6 +96,7 @@ impl Relay<'_> {
             Some(RewriteSender::Off) => String::from_utf8_lossy(path).into_owned(),
             _ => email,
         };
+        let shown = show(sender.as_bytes());
         let Some(q) = self.mode.queue() else {
             return false;
         };
@@ -116,7 +117,7 @@ impl Relay<'_> {
             null_sender: path.is_empty(),
             recipients: Vec::new(),
         };
-        self.tx = Tx::Mail { sender: show(path) };
+        self.tx = Tx::Mail { sender: shown };
         self.send(b"250 2.1.0 Ok\r\n").await
     }
 
@@ -134,12 +135,8 @@ impl Relay<'_> {
         if q.env.recipients.len() >= MAX_RECIPIENTS {
             return self.send(b"452 4.5.3 Error: too many recipients\r\n").await;
         }
-        q.env.recipients.push(addr);
-        let recipients = q.env.recipients.len();
-        self.tx = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Mail { sender } | Tx::Rcpt { sender, .. } => Tx::Rcpt { sender, recipients },
-            Tx::Idle => Tx::Idle,
-        };
+        q.env.recipients.push(addr.clone());
+        self.tx = std::mem::replace(&mut self.tx, Tx::Idle).with_recipient(addr);
         self.send(b"250 2.1.5 Ok\r\n").await
     }
 
@@ -184,10 +181,7 @@ impl Relay<'_> {
 
     /// The end of a queued message: the proxy's refusal, a store fault, or the commit.
     async fn queued_end(&mut self, m: Streamed) -> bool {
-        let sender = match std::mem::replace(&mut self.tx, Tx::Idle) {
-            Tx::Rcpt { sender, .. } | Tx::Mail { sender } => sender,
-            Tx::Idle => String::new(),
-        };
+        let (sender, recipients) = self.tx.take();
         let size = m.size;
         if let Some(why) = m.refused {
             warn!(from = %sender, size, "message refused: {}", why.reason());
@@ -198,7 +192,7 @@ impl Relay<'_> {
             _ => return self.send(STORE_FAULT.as_bytes()).await,
         };
         let intake = self.mode.queue().and_then(|q| q.intake.clone());
-        self.commit_queued(writer, &sender, size, false, intake)
+        self.commit_queued(writer, (&sender, &recipients), size, false, intake)
             .await
     }
 
@@ -208,7 +202,7 @@ impl Relay<'_> {
     pub(super) async fn commit_queued(
         &mut self,
         writer: Result<Writer, StoreError>,
-        sender: &str,
+        envelope: (&str, &[String]),
         size: usize,
         dup: bool,
         intake: Option<Intake>,
@@ -237,15 +231,15 @@ impl Relay<'_> {
         match committed {
             Ok(env) => {
                 self.report.messages += 1;
-                info!(from = %sender, size, id = %env.id, recipients = env.recipients.len(), "message queued");
                 let text = format!("250 2.0.0 Ok: queued as {}\r\n", env.id);
+                self.log_message("queued", envelope, size, text.as_bytes());
                 if let Some(i) = &intake {
                     i.waker.wake(&self.account.id);
                 }
                 self.send(text.as_bytes()).await
             }
             Err(e) => {
-                warn!(from = %sender, size, error = %e, "queue: message not stored; client told 452");
+                warn!(from = %envelope.0, size, error = %e, "queue: message not stored; client told 452");
                 self.send(STORE_FAULT.as_bytes()).await
             }
         }

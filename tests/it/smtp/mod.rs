@@ -26,8 +26,10 @@ mod faults;
 mod headers;
 mod negative;
 mod transfer;
+mod unauth_recipients;
 mod upstream_close;
 mod upstream_tls;
+mod verdicts;
 
 /// The local user every test logs in as.
 pub const USER: &str = "printer";
