@@ -14,6 +14,7 @@ use crate::support::proxy::{Launch, Proxy};
 mod colour;
 mod commands;
 mod operator;
+mod readme;
 mod serve;
 
 /// The binary under test.
