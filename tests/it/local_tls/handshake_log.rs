@@ -1,5 +1,5 @@
 //! A failed local handshake is logged as one plain line naming the client and why: only
-//! old TLS offered (with the setting that would accept it), no cipher suite in common,
+//! old TLS offered (and what works instead), no cipher suite in common,
 //! the certificate rejected. On a tls:// listener and after STARTTLS.
 
 use super::*;
@@ -30,11 +30,11 @@ async fn failed_handshakes_say_why_in_one_line() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             [&["-connect", &tls, "-tls1"][..], &old[..]].concat(),
-            "client 127.0.0.1 offered only TLS 1.0; set [tls] min_version = ",
+            "client 127.0.0.1 offered only TLS 1.0; this gateway accepts TLS 1.2 and 1.3 only",
         ),
         (
             [&["-connect", &tls, "-tls1_1"][..], &old[..]].concat(),
-            "client 127.0.0.1 offered only TLS 1.1; set [tls] min_version = ",
+            "client 127.0.0.1 offered only TLS 1.1; this gateway accepts TLS 1.2 and 1.3 only",
         ),
         (
             [
@@ -42,7 +42,7 @@ async fn failed_handshakes_say_why_in_one_line() {
                 &old[..],
             ]
             .concat(),
-            "client 127.0.0.1 offered only TLS 1.0; set [tls] min_version = ",
+            "client 127.0.0.1 offered only TLS 1.0; this gateway accepts TLS 1.2 and 1.3 only",
         ),
         (
             vec!["-connect", &tls, "-tls1_2", "-cipher", "AES128-SHA"],
