@@ -7,7 +7,6 @@
 use crate::cli::cli;
 use crate::smtp::{dot_stuff, sample_message, Client, PASSWORD, RCPT, USER, WAIT};
 use crate::support::ca::TestCa;
-use crate::support::config::{toml_str, Account, ConfigBuilder};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions};
 
@@ -35,17 +34,7 @@ async fn list_show_delete_and_retry_while_serving() {
     let spool = tempfile::tempdir().unwrap();
     // A port with nothing listening: the upstream is down.
     let addr = super::unused_port();
-    // The default retry_min: after the failed attempt only `queue retry` brings it back soon.
-    let b = ConfigBuilder::new(&ca)
-        .account(Account::new("main").smtp(addr.to_string()))
-        .user(USER, PASSWORD, "main")
-        .smtp("optional")
-        .section_line("smtp", "delivery = \"queue\"")
-        .local_cert_from(&ca)
-        .extra(&format!(
-            "\n[queue]\ndir = {}\n",
-            toml_str(&spool.path().display().to_string())
-        ));
+    let b = super::queue_mode_builder(&ca, addr, spool.path());
     let proxy = Proxy::start_built(&b, &[]).await;
     let path = b.dir().join("config.toml");
     std::fs::write(&path, b.build()).expect("write config");

@@ -183,26 +183,6 @@ async fn disk_full_at_delivery_never_resends_to_a_delivered_recipient() {
     assert!(proxy.terminate().await.success());
 }
 
-/// Waits (at most [`DELIVERY_WAIT`]) until the queue's `msg/` holds no file.
-async fn queue_emptied(queue: &Path) {
-    let deadline = tokio::time::Instant::now() + DELIVERY_WAIT;
-    loop {
-        let left = std::fs::read_dir(queue.join("msg"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        if left == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{left} file(s) still in {}/msg after delivery",
-            queue.display()
-        );
-        // Polling a condition, bounded by the deadline above.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Writes `path` until the filesystem has not one byte left.
 fn fill(path: &Path) {
     use std::io::Write;
@@ -270,7 +250,11 @@ async fn delivered_then_taken_again(
     assert!(have == want, "delivered differs from acknowledged: {got:?}");
     // The delivered messages' files go once their batch's removals are durable (one
     // directory fsync a batch): wait for the spool to be empty, which frees the room.
-    queue_emptied(queue).await;
+    let msg = queue.join("msg");
+    super::until(DELIVERY_WAIT, || {
+        std::fs::read_dir(&msg).map_or(true, |mut d| d.next().is_none())
+    })
+    .await;
     let text = scan(100, 50_000);
     let r = c.send_message(&[RCPT], &dot_stuff(&text)).await;
     assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");

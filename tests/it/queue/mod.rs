@@ -24,6 +24,40 @@ fn unused_port() -> std::net::SocketAddr {
         .expect("a free loopback port")
 }
 
+/// Polls until `done` holds, failing the test after `limit`: for state the proxy
+/// writes to its queue directory just after the log line a test could wait on.
+async fn until(limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A proxy config in `queue` mode for the test user, its upstream at `upstream` (a port
+/// with nothing listening: down), its queue in `spool`, the default `retry_min` (after a
+/// failed attempt only `queue retry` brings a message back within a test's waits).
+fn queue_mode_builder(
+    ca: &crate::support::ca::TestCa,
+    upstream: std::net::SocketAddr,
+    spool: &std::path::Path,
+) -> crate::support::config::ConfigBuilder {
+    use crate::support::config::{toml_str, Account, ConfigBuilder};
+    ConfigBuilder::new(ca)
+        .account(Account::new("main").smtp(upstream.to_string()))
+        .user(crate::smtp::USER, crate::smtp::PASSWORD, "main")
+        .smtp("optional")
+        .section_line("smtp", "delivery = \"queue\"")
+        .local_cert_from(ca)
+        .extra(&format!(
+            "\n[queue]\ndir = {}\n",
+            toml_str(&spool.display().to_string())
+        ))
+}
+
 /// Lower-case hex SHA-256.
 fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes)

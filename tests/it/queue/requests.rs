@@ -9,10 +9,11 @@ use std::path::Path;
 use qqmail_proxy::queue::store::Store;
 
 use super::commands::queue_one;
+use super::until;
 use crate::cli::{cli, Ran};
-use crate::smtp::{PASSWORD, USER, WAIT};
+use crate::smtp::WAIT;
 use crate::support::ca::TestCa;
-use crate::support::config::{toml_str, Account, ConfigBuilder};
+use crate::support::config::ConfigBuilder;
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions};
 
@@ -27,36 +28,12 @@ async fn queue_cmd(b: &ConfigBuilder, config: &Path, args: &[&str]) -> Ran {
     cli(&all, &env, None, b.dir()).await
 }
 
-/// Polls the queue directory until `done` (bounded by [`WAIT`]): the deliverer writes
-/// its state just after the log line a test could wait on.
-async fn until(mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not reached within {WAIT:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn requests_without_a_server_wait_for_it_and_retry_all_sends_everything() {
     let ca = TestCa::new("it-queue-requests CA");
     let spool = tempfile::tempdir().unwrap();
     let addr = super::unused_port();
-    // The default retry_min (1 minute): after the failed attempt, only `queue retry`
-    // brings the messages back within the test's waits.
-    let b = ConfigBuilder::new(&ca)
-        .account(Account::new("main").smtp(addr.to_string()))
-        .user(USER, PASSWORD, "main")
-        .smtp("optional")
-        .section_line("smtp", "delivery = \"queue\"")
-        .local_cert_from(&ca)
-        .extra(&format!(
-            "\n[queue]\ndir = {}\n",
-            toml_str(&spool.path().display().to_string())
-        ));
+    let b = super::queue_mode_builder(&ca, addr, spool.path());
     let config = b.dir().join("config.toml");
     std::fs::write(&config, b.build()).expect("write config");
 
@@ -72,7 +49,10 @@ async fn requests_without_a_server_wait_for_it_and_retry_all_sends_everything() 
         .stdout;
     assert_eq!(retried, "done\n");
     let store = Store::open_existing(spool.path()).unwrap();
-    until(|| store.list().unwrap().iter().all(|e| e.attempts > 0)).await;
+    until(WAIT, || {
+        store.list().unwrap().iter().all(|e| e.attempts > 0)
+    })
+    .await;
     assert!(proxy.terminate().await.success());
 
     // No server: the command says that nothing happened yet, and why.
@@ -128,7 +108,7 @@ async fn requests_without_a_server_wait_for_it_and_retry_all_sends_everything() 
             && subjects.iter().any(|s| s.contains("Subject: second")),
         "{subjects:?}"
     );
-    until(|| store.list().unwrap().is_empty()).await;
+    until(WAIT, || store.list().unwrap().is_empty()).await;
     assert!(proxy.terminate().await.success());
     assert_eq!(
         fake.messages().len(),
