@@ -46,14 +46,23 @@ fn smtp_transport(
 }
 
 fn smtp_hint(e: &lettre::transport::smtp::Error, server: &ServerAddr) -> &'static str {
+    use crate::upstream::hint;
     let text = e.to_string().to_ascii_lowercase();
-    match e.status().map(|c| c.to_string()) {
-        _ if text.contains("frequency") => "the provider is rate-limiting: wait 10-30 minutes",
-        Some(c) if c == "535" || c == "526" => {
-            "the authorization code is wrong or was revoked, or SMTP is off: generate a new one in \
-             QQ Mail → Settings → Account"
+    if let Some(code) = e.status() {
+        // The reply as the gateway's log lines see it: one table for both.
+        if let Some(h) = hint::for_reply(format!("{code} {text}").as_bytes()) {
+            return h;
         }
-        Some(c) if c.starts_with('4') => "temporary refusal (often rate limiting): try again later",
+        let code = code.to_string();
+        if code == "526" {
+            return hint::CODE_REFUSED;
+        }
+        if code.starts_with('4') {
+            return "temporary refusal (often rate limiting): try again later";
+        }
+    }
+    match () {
+        _ if text.contains("frequency") => hint::RATE_LIMITED,
         _ if text.contains("certificate") => {
             "certificate problem: check the clock; ca_file only for private CAs"
         }
