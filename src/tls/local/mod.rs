@@ -109,12 +109,12 @@ fn uncovered(cfg: &LocalTls, hostname: &str) -> Vec<String> {
     let ours = certs.len() >= 2
         && cfg.ca_cert_file.exists()
         && memchr::memmem::find(certs[0].as_ref(), ca::LEAF_CN.as_bytes()).is_some();
-    let Ok(leaf) = webpki::EndEntityCert::try_from(&certs[0]) else {
-        return Vec::new();
-    };
     if !ours {
         return Vec::new();
     }
+    let Ok(leaf) = webpki::EndEntityCert::try_from(&certs[0]) else {
+        return Vec::new();
+    };
     names::leaf_names(hostname, &cfg.names)
         .into_iter()
         .filter(|name| {
