@@ -282,14 +282,7 @@ async fn check_config_masks_the_code_and_hashes() {
         .account(Account::new("main").smtp("127.0.0.1:4650"))
         .user("printer", "Pr1nter-Pa55", "main")
         .smtp("optional");
-    let path = b.dir().join("config.toml");
-    std::fs::write(&path, b.build()).expect("write config");
-    let path = path.display().to_string();
-    let env: Vec<(String, String)> = b.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let ran = cli(&["check-config", "--config", &path], &env, None, b.dir())
-        .await
-        .success();
+    let ran = check_config(&b).await;
     assert!(ran.stdout.contains("configuration OK"), "{}", ran.stdout);
     assert!(
         ran.stdout
@@ -356,6 +349,19 @@ async fn check_config_masks_the_code_and_hashes() {
     .await
     .failure();
     assert!(ran.stderr.contains("QQMAIL_EMAIL"), "{}", ran.stderr);
+}
+
+/// Writes `b`'s config to its directory and runs `check-config --config` on it with the
+/// builder's environment; it must succeed.
+async fn check_config(b: &ConfigBuilder) -> super::Ran {
+    let path = b.dir().join("config.toml");
+    std::fs::write(&path, b.build()).expect("write config");
+    let path = path.display().to_string();
+    let env: Vec<(String, String)> = b.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    cli(&["check-config", "--config", &path], &env, None, b.dir())
+        .await
+        .success()
 }
 
 /// Issue 19 item 6: commands that never log in upstream do not demand the code.
@@ -454,14 +460,7 @@ async fn a_published_password_is_warned_about() {
         .user("printer", "local-password", "main")
         .user("app", "Pr1nter-Pa55", "main")
         .smtp("optional");
-    let path = b.dir().join("config.toml");
-    std::fs::write(&path, b.build()).expect("write config");
-    let path = path.display().to_string();
-    let env: Vec<(String, String)> = b.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let ran = cli(&["check-config", "--config", &path], &env, None, b.dir())
-        .await
-        .success();
+    let ran = check_config(&b).await;
     let warned: Vec<&str> = ran
         .stdout
         .lines()
