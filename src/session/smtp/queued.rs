@@ -184,8 +184,10 @@ impl Relay<'_> {
         let (sender, recipients) = self.tx.take();
         let size = m.size;
         if let Some(why) = m.refused {
-            warn!(from = %sender, size, "message refused: {}", why.reason());
-            return self.send(why.reply().as_bytes()).await;
+            let text = why.reply();
+            let envelope = (sender.as_str(), recipients.as_slice());
+            self.log_not_sent(why.reason(), envelope, size, text.as_bytes());
+            return self.send(text.as_bytes()).await;
         }
         let writer = match m.sink {
             Sink::Store(w) => w.finish(),
@@ -239,7 +241,8 @@ impl Relay<'_> {
                 self.send(text.as_bytes()).await
             }
             Err(e) => {
-                warn!(from = %envelope.0, size, error = %e, "queue: message not stored; client told 452");
+                let why = format!("the queue could not store it: {e}");
+                self.log_not_sent(&why, envelope, size, STORE_FAULT.as_bytes());
                 self.send(STORE_FAULT.as_bytes()).await
             }
         }

@@ -1,11 +1,11 @@
 //! The gateway's log lines about mail (issue 19, wall 1): one info line per message
-//! handed on (relayed, refused, queued) and one per refusal of a sender or a recipient,
+//! handed on (relayed, refused, queued), one warn line per message not handed on and one per refusal of a sender or a recipient,
 //! each with the local user, the account, the envelope (the sender as sent upstream,
 //! after any rewrite), the reply shown safely and a plain-language hint. A printer cannot
 //! show its owner an error, so this is the only place a refusal can be read. The client's
 //! address is on the session's span; envelopes and replies carry no secret.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Relay;
 use crate::net::show;
@@ -80,6 +80,32 @@ impl Relay<'_> {
         info!(
             user,
             account, sender, recipients, size, reply, hint, "message {what}"
+        );
+    }
+
+    /// One warn line for a message that was NOT handed on after its data arrived: the
+    /// proxy refused it, the upstream failed mid-message, or the queue could not store
+    /// it; `why` says which, `raw` is the reply the client got (a 4xx or 5xx: never a
+    /// false `250`).
+    pub(super) fn log_not_sent(
+        &self,
+        why: &str,
+        (sender, recipients): (&str, &[String]),
+        size: usize,
+        raw: &[u8],
+    ) {
+        let (user, account) = (self.user(), self.account.id.as_str());
+        let reply = shown(raw);
+        let recipients = recipients.join(",");
+        warn!(
+            user,
+            account,
+            sender,
+            recipients,
+            size,
+            reply,
+            reason = why,
+            "message not sent"
         );
     }
 }
