@@ -252,7 +252,7 @@ impl Relay<'_> {
         let (sender, recipients) = self.tx.take();
         if let Some(why) = refused {
             warn!(from = %sender, size, "message refused: {}", why.reason());
-            return self.send(why.reply().as_bytes()).await;
+            return self.fail(why.reply()).await;
         }
         if let Some((why, salvaged)) = interrupted {
             return match salvaged {
@@ -264,7 +264,7 @@ impl Relay<'_> {
                 }
                 None => {
                     warn!(from = %sender, size, error = %why, "upstream failed during DATA; client told 451");
-                    self.send(reply::DATA_LOST.as_bytes()).await
+                    self.fail(reply::DATA_LOST).await
                 }
             };
         }
@@ -294,7 +294,7 @@ impl Relay<'_> {
                 } else {
                     reply::DATA_LOST
                 };
-                self.send(text.as_bytes()).await
+                self.fail(text).await
             }
         }
     }
