@@ -254,7 +254,7 @@ impl Relay<'_> {
         if let Some(why) = refused {
             let text = why.reply();
             self.log_not_sent(why.reason(), envelope, size, text.as_bytes());
-            return self.send(text.as_bytes()).await;
+            return self.fail(text).await;
         }
         if let Some((why, salvaged)) = interrupted {
             return match salvaged {
@@ -266,7 +266,7 @@ impl Relay<'_> {
                 None => {
                     let why = format!("the upstream failed during DATA: {why}");
                     self.log_not_sent(&why, envelope, size, reply::DATA_LOST.as_bytes());
-                    self.send(reply::DATA_LOST.as_bytes()).await
+                    self.fail(reply::DATA_LOST).await
                 }
             };
         }
@@ -299,7 +299,7 @@ impl Relay<'_> {
                     None => "no upstream connection for the data".to_string(),
                 };
                 self.log_not_sent(&why, envelope, size, text.as_bytes());
-                self.send(text.as_bytes()).await
+                self.fail(text).await
             }
         }
     }

@@ -110,7 +110,7 @@ impl Relay<'_> {
         if let Err(e) = room {
             let e = e.map_or("the queue is not running".to_string(), |e| e.to_string());
             warn!(account = %self.account.id, error = %e, "queue: message refused at MAIL; client told 452");
-            return self.send(STORE_FAULT.as_bytes()).await;
+            return self.fail(STORE_FAULT).await;
         }
         q.env = Envelope {
             sender,
@@ -156,13 +156,13 @@ impl Relay<'_> {
             Some(i) => super::sink::begin(&i.store, msg, None).await,
             None => {
                 self.tx = Tx::Idle;
-                return self.send(STORE_FAULT.as_bytes()).await;
+                return self.fail(STORE_FAULT).await;
             }
         };
         if let Err(e) = &writer {
             warn!(account = %self.account.id, error = %e, "queue: cannot start a message; client told 452");
             self.tx = Tx::Idle;
-            return self.send(STORE_FAULT.as_bytes()).await;
+            return self.fail(STORE_FAULT).await;
         }
         if !self.send(b"354 End data with <CR><LF>.<CR><LF>\r\n").await {
             return false;
@@ -187,11 +187,11 @@ impl Relay<'_> {
             let text = why.reply();
             let envelope = (sender.as_str(), recipients.as_slice());
             self.log_not_sent(why.reason(), envelope, size, text.as_bytes());
-            return self.send(text.as_bytes()).await;
+            return self.fail(text).await;
         }
         let writer = match m.sink {
             Sink::Store(w) => w.finish(),
-            _ => return self.send(STORE_FAULT.as_bytes()).await,
+            _ => return self.fail(STORE_FAULT).await,
         };
         let intake = self.mode.queue().and_then(|q| q.intake.clone());
         self.commit_queued(writer, (&sender, &recipients), size, false, intake)
@@ -243,7 +243,7 @@ impl Relay<'_> {
             Err(e) => {
                 let why = format!("the queue could not store it: {e}");
                 self.log_not_sent(&why, envelope, size, STORE_FAULT.as_bytes());
-                self.send(STORE_FAULT.as_bytes()).await
+                self.fail(STORE_FAULT).await
             }
         }
     }

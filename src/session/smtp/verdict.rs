@@ -2,8 +2,9 @@
 //! handed on (relayed, refused, queued), one warn line per message not handed on and one per refusal of a sender or a recipient,
 //! each with the local user, the account, the envelope (the sender as sent upstream,
 //! after any rewrite), the reply shown safely and a plain-language hint. A printer cannot
-//! show its owner an error, so this is the only place a refusal can be read. The client's
-//! address is on the session's span; envelopes and replies carry no secret.
+//! show its owner an error, so this is the only place a refusal can be read (besides the
+//! status page: each refusal is also noted as the session's error, `Report::error`). The
+//! client's address is on the session's span; envelopes and replies carry no secret.
 
 use tracing::{info, warn};
 
@@ -36,7 +37,8 @@ impl Relay<'_> {
 
     /// One line for a sender or recipient refused with `raw` (the upstream's reply, or
     /// the proxy's own); `address` is the refused one.
-    pub(super) fn log_refused(&self, at: At, address: &str, raw: &[u8]) {
+    pub(super) fn log_refused(&mut self, at: At, address: &str, raw: &[u8]) {
+        self.report.note_reply(raw);
         let (user, account) = (self.user(), self.account.id.as_str());
         let (reply, hint) = (shown(raw), hint::for_reply(raw));
         match at {
@@ -68,12 +70,15 @@ impl Relay<'_> {
     /// One line for a whole message: `what` it became (`relayed`, `refused by
     /// upstream`, `queued` ...), its envelope and size, and the reply the client got.
     pub(super) fn log_message(
-        &self,
+        &mut self,
         what: &'static str,
         (sender, recipients): (&str, &[String]),
         size: usize,
         raw: &[u8],
     ) {
+        if !raw.starts_with(b"2") {
+            self.report.note_reply(raw);
+        }
         let (user, account) = (self.user(), self.account.id.as_str());
         let (reply, hint) = (shown(raw), hint::for_reply(raw));
         let recipients = recipients.join(",");
