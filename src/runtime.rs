@@ -12,9 +12,10 @@ use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{Authenticator, Guards};
-use crate::config::{Account, Config, User};
+use crate::config::{Account, Config, SaveSent, User};
 use crate::metrics::Metrics;
 use crate::queue::deliver::Intake;
+use crate::sent::{Copier, Target};
 use crate::tls::{self, TlsError};
 
 /// Why a runtime could not be built.
@@ -35,6 +36,8 @@ pub struct Kept {
     pub guards: Guards,
     /// The queue's intake, set once by `serve` after the deliverer started (issue 12).
     pub queue: Arc<OnceLock<Intake>>,
+    /// The `save_sent` copies in flight (their bounds hold across reloads).
+    pub sent: Copier,
 }
 
 /// Shared session state.
@@ -58,6 +61,8 @@ pub struct Runtime {
     pub queue: Arc<OnceLock<Intake>>,
     /// Warm upstream spares (`None` when `warm_upstream_ttl` is 0, and for `check`).
     pub pool: Option<Arc<crate::upstream::pool::Pool>>,
+    /// The `save_sent` copies in flight (shared across reloads).
+    pub sent: Copier,
 }
 
 impl Runtime {
@@ -68,6 +73,7 @@ impl Runtime {
             metrics,
             guards,
             queue,
+            sent,
         } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
@@ -104,6 +110,7 @@ impl Runtime {
             smtp_size: Mutex::new(HashMap::new()),
             metrics,
             queue,
+            sent,
         })
     }
 
@@ -150,6 +157,7 @@ impl Runtime {
             metrics: Arc::new(Metrics::default()),
             queue: Arc::default(),
             pool: None,
+            sent: Copier::default(),
         })
     }
 
@@ -159,12 +167,26 @@ impl Runtime {
             metrics: self.metrics.clone(),
             guards: self.auth.guards(),
             queue: self.queue.clone(),
+            sent: self.sent.clone(),
         }
     }
 
     /// The TLS client config for an account's upstreams (every configured account has one).
     pub fn upstream_tls(&self, account: &Account) -> Option<Arc<rustls::ClientConfig>> {
         self.upstream_tls.get(&account.id).cloned()
+    }
+
+    /// Where `account`'s Sent copies go, if it saves them (`save_sent = "on"`).
+    pub fn sent_target(&self, account: &Arc<Account>) -> Option<Target> {
+        if account.save_sent != SaveSent::On {
+            return None;
+        }
+        Some(Target {
+            account: account.clone(),
+            tls: self.upstream_tls(account)?,
+            timeout: self.config.limits.upstream_timeout,
+            data_timeout: self.config.limits.upstream_data_timeout,
+        })
     }
 
     /// The SIZE to advertise for an account: what its upstream said last, else the preset.

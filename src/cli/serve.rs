@@ -84,6 +84,7 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         let grace = rt.config.limits.shutdown_grace;
         let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
         let deliverer = start_queue(&current)?;
+        recover_sent_copies(&running(&current));
         let shutdown = CancellationToken::new();
         if let Some(l) = admin_listener {
             tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
@@ -119,6 +120,16 @@ fn start_queue(current: &Current) -> Result<Option<crate::queue::deliver::Delive
         let _ = rt.queue.set(d.intake());
     }
     Ok(deliverer)
+}
+
+/// The `save_sent` copies a crash or shutdown left in `state_dir/sent/`: appended now
+/// for an account that still saves copies, removed otherwise.
+fn recover_sent_copies(rt: &Arc<Runtime>) {
+    let target = |id: &str| {
+        let acc = rt.config.accounts.iter().find(|a| a.id == id)?;
+        rt.sent_target(acc)
+    };
+    rt.sent.recover(&rt.config.state_dir, target, &rt.metrics);
 }
 
 /// The runtime in use now.
