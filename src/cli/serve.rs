@@ -167,6 +167,7 @@ fn describe(rt: &Runtime) {
             imap = %show(&a.imap),
             pop3 = %show(&a.pop3),
             code_from = %a.code_source,
+            save_sent = if a.save_sent == crate::config::SaveSent::On { "on" } else { "off" },
             "account"
         );
     }
