@@ -192,9 +192,9 @@ async fn run(_slot: Slot, copy: Written, t: Target, lock: Arc<Semaphore>, metric
         };
         match result {
             Ok(saved) => {
-                info!(%account, folder = %saved.folder, found = ?saved.found, size = copy.size, "copy saved in the Sent folder");
-                metrics.sent_copy(true);
                 let _ = tokio::fs::remove_file(&copy.path).await;
+                metrics.sent_copy(true);
+                info!(%account, folder = %saved.folder, found = ?saved.found, size = copy.size, "copy saved in the Sent folder");
                 return;
             }
             Err(e) if e.retryable() && attempt < tries => {
@@ -211,3 +211,6 @@ async fn run(_slot: Slot, copy: Written, t: Target, lock: Arc<Semaphore>, metric
     metrics.sent_copy(false);
     let _ = tokio::fs::remove_file(&copy.path).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,17 @@ async fn gateway(
     opts: SentOpts,
     configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
 ) -> (Gateway, SentImap, tempfile::TempDir) {
+    let state = tempfile::tempdir().expect("state dir");
+    gateway_in(state, save_sent, opts, configure).await
+}
+
+/// [`gateway`] over a `state_dir` the test prepared.
+async fn gateway_in(
+    state: tempfile::TempDir,
+    save_sent: Option<&str>,
+    opts: SentOpts,
+    configure: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> (Gateway, SentImap, tempfile::TempDir) {
     let ca = TestCa::new("it-sent CA");
     let fake = FakeSmtp::start(SmtpOptions::implicit(&ca));
     let imap = SentImap::start(ca.server_config(UPSTREAM_NAMES), opts).await;
@@ -24,7 +35,6 @@ async fn gateway(
     if let Some(v) = save_sent {
         account = account.line(&format!("save_sent = \"{v}\""));
     }
-    let state = tempfile::tempdir().expect("state dir");
     let state_dir = state.path().to_path_buf();
     let gw = Gateway::assemble(ca, fake, account, |b| {
         configure(b.state_dir(Some(state_dir)))
@@ -155,10 +165,11 @@ async fn no_sent_folder_still_250_and_the_log_says_why() {
 #[tokio::test]
 async fn refused_append_still_250_and_the_log_says_why() {
     let opts = SentOpts {
+        caps: "IMAP4rev1 SPECIAL-USE LITERAL+".into(),
         append_reply: "NO [OVERQUOTA] Mailbox is full".into(),
         ..SentOpts::default()
     };
-    let (gw, _imap, _state) = gateway(Some("on"), opts, |b| b).await;
+    let (gw, imap, _state) = gateway(Some("on"), opts, |b| b).await;
     let mut c = gw.logged_in().await;
     let r = c
         .send_message(&[RCPT], &dot_stuff(&sample_message("full")))
@@ -167,6 +178,14 @@ async fn refused_append_still_250_and_the_log_says_why() {
     let line = gw.proxy.wait_for_log("Sent copy not saved", WAIT).await;
     assert!(line.contains("refused the APPEND"), "{line}");
     assert!(line.contains("OVERQUOTA"), "{line}");
+    // LITERAL+ offered (RFC 7888): a non-synchronizing literal, no wait for "+".
+    let append = imap
+        .snapshot()
+        .commands
+        .into_iter()
+        .find(|l| l.starts_with(b"b3 APPEND"));
+    let append = String::from_utf8_lossy(&append.expect("an APPEND")).into_owned();
+    assert!(append.trim_end().ends_with("+}"), "{append}");
     // A second message goes through as well: the failed copy changed nothing.
     let r = c
         .send_message(&[RCPT], &dot_stuff(&sample_message("again")))
@@ -187,5 +206,32 @@ async fn off_opens_no_imap_connection() {
         // With `on` the copy's file exists before the 250; here nothing was begun.
         assert!(!state.path().join("sent").exists(), "{setting:?}");
         assert_eq!(imap.connections(), 0, "{setting:?}");
+    }
+}
+
+#[tokio::test]
+async fn copies_left_by_a_crash_are_appended_at_start_or_removed() {
+    let state = tempfile::tempdir().expect("state dir");
+    let dir = state.path().join("sent");
+    std::fs::create_dir(&dir).expect("sent dir");
+    let hex = |id: &str| id.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    // The account `main` (save_sent on), an account no longer configured, and a stray.
+    let mine = dir.join(format!("{}.00000000000000aa.eml", hex("main")));
+    let gone = dir.join(format!("{}.00000000000000bb.eml", hex("gone")));
+    let stray = dir.join("notes.txt");
+    let left = b"Subject: left behind\r\n\r\n.dot\r\n".to_vec();
+    std::fs::write(&mine, &left).expect("write");
+    std::fs::write(&gone, b"x\r\n").expect("write");
+    std::fs::write(&stray, b"x").expect("write");
+    let (gw, imap, _state) = gateway_in(state, Some("on"), SentOpts::default(), |b| b).await;
+    let appended = imap.wait_appended(1, WAIT).await;
+    assert_eq!(appended.len(), 1, "{}", gw.proxy.logs());
+    assert_eq!(appended[0].data, left);
+    assert_eq!(appended[0].flags, "(\\Seen)");
+    gw.proxy
+        .wait_for_log("copy saved in the Sent folder", WAIT)
+        .await;
+    for f in [&mine, &gone, &stray] {
+        assert!(!f.exists(), "{} removed", f.display());
     }
 }
