@@ -16,7 +16,8 @@
 //! per-address limits count as one client, `runtime` what sessions share, `state`
 //! generated local logins, `trust` which state files it believes (owner and mode),
 //! `fdlimit` the descriptor budget, `logging` the escaping of every logged value,
-//! `queue` the durable store-and-forward spool, `metrics` + `admin` the health and
+//! `queue` the durable store-and-forward spool, `sent` the `save_sent` copies APPENDed
+//! to the Sent folder, `metrics` + `admin` the health and
 //! Prometheus endpoint, and `cli` the command line.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -36,6 +37,7 @@ pub mod providers;
 pub mod queue;
 pub mod runtime;
 pub mod secrets;
+pub mod sent;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -24,6 +24,8 @@ pub struct Metrics {
     auth_failures: [AtomicU64; 3],
     cross_protocol: [AtomicU64; 3],
     messages: AtomicU64,
+    /// `save_sent` copies: saved, failed.
+    sent_copies: [AtomicU64; 2],
     login_buckets: [AtomicU64; BUCKETS.len()],
     login_count: AtomicU64,
     login_sum_micros: AtomicU64,
@@ -73,6 +75,11 @@ impl Metrics {
         self.bytes_in[idx(p)].fetch_add(from_client, Ordering::Relaxed);
         self.bytes_out[idx(p)].fetch_add(to_client, Ordering::Relaxed);
         *lock(&self.sessions).entry((p, result)).or_default() += 1;
+    }
+
+    /// A `save_sent` copy was saved in the Sent folder (`true`) or given up (`false`).
+    pub fn sent_copy(&self, saved: bool) {
+        self.sent_copies[usize::from(!saved)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A local login failed.
@@ -203,6 +210,19 @@ impl Metrics {
             "qqmail_proxy_messages_total {}",
             self.messages.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP qqmail_proxy_sent_copies_total Copies of accepted messages for the Sent \
+             folder (save_sent), saved or given up."
+        );
+        let _ = writeln!(out, "# TYPE qqmail_proxy_sent_copies_total counter");
+        for (i, result) in ["saved", "failed"].into_iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "qqmail_proxy_sent_copies_total{{result=\"{result}\"}} {}",
+                self.sent_copies[i].load(Ordering::Relaxed)
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP qqmail_proxy_login_seconds Time from local login to upstream ready."

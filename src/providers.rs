@@ -145,6 +145,9 @@ pub struct Provider {
     pub smtp_size: Option<u64>,
     /// What the user types as the code, for messages and docs.
     pub secret_name: &'static str,
+    /// The Sent folder's name (UTF-8, as the provider's web mail shows it), used by
+    /// `save_sent` when the server marks no folder `\Sent` (RFC 6154, or XLIST).
+    pub sent_folder: &'static str,
 }
 
 use Security::{Implicit, StartTls};
@@ -160,6 +163,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: false,
         smtp_size: Some(73_400_320),
         secret_name: "authorization code (授权码)",
+        sent_folder: "Sent Messages",
     },
     Provider {
         names: &["exmail"],
@@ -170,6 +174,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: false,
         smtp_size: None,
         secret_name: "client-specific password (客户端专用密码)",
+        sent_folder: "Sent Messages",
     },
     Provider {
         names: &["163"],
@@ -180,6 +185,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: true,
         smtp_size: None,
         secret_name: "authorization code (授权码)",
+        sent_folder: "已发送",
     },
     Provider {
         names: &["126"],
@@ -190,6 +196,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: true,
         smtp_size: None,
         secret_name: "authorization code (授权码)",
+        sent_folder: "已发送",
     },
     Provider {
         names: &["yeah"],
@@ -200,6 +207,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: true,
         smtp_size: None,
         secret_name: "authorization code (授权码)",
+        sent_folder: "已发送",
     },
     Provider {
         names: &["icloud"],
@@ -210,6 +218,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: false,
         smtp_size: None,
         secret_name: "app-specific password",
+        sent_folder: "Sent Messages",
     },
     Provider {
         names: &["gmail"],
@@ -220,6 +229,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: false,
         smtp_size: None,
         secret_name: "app password",
+        sent_folder: "[Gmail]/Sent Mail",
     },
     Provider {
         names: &["custom"],
@@ -230,6 +240,7 @@ pub static PROVIDERS: &[Provider] = &[
         imap_id_after_login: false,
         smtp_size: None,
         secret_name: "password",
+        sent_folder: "Sent",
     },
 ];
 

@@ -13,9 +13,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::activity::Activity;
 use crate::auth::{Authenticator, Guards};
-use crate::config::{Account, Config, User};
+use crate::config::{Account, Config, SaveSent, User};
 use crate::metrics::Metrics;
 use crate::queue::deliver::Intake;
+use crate::sent::{Copier, Target};
 use crate::tls::{self, TlsError};
 
 /// Why a runtime could not be built.
@@ -38,6 +39,8 @@ pub struct Kept {
     pub queue: Arc<OnceLock<Intake>>,
     /// What the status page shows: recent sessions, devices, upstream logins (issue 14).
     pub activity: Arc<Activity>,
+    /// The `save_sent` copies in flight (their bounds hold across reloads).
+    pub sent: Copier,
 }
 
 /// Shared session state.
@@ -63,6 +66,8 @@ pub struct Runtime {
     pub activity: Arc<Activity>,
     /// Warm upstream spares (`None` when `warm_upstream_ttl` is 0, and for `check`).
     pub pool: Option<Arc<crate::upstream::pool::Pool>>,
+    /// The `save_sent` copies in flight (shared across reloads).
+    pub sent: Copier,
 }
 
 impl Runtime {
@@ -74,6 +79,7 @@ impl Runtime {
             guards,
             queue,
             activity,
+            sent,
         } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
@@ -111,6 +117,7 @@ impl Runtime {
             metrics,
             queue,
             activity,
+            sent,
         })
     }
 
@@ -158,6 +165,7 @@ impl Runtime {
             queue: Arc::default(),
             activity: Arc::default(),
             pool: None,
+            sent: Copier::default(),
         })
     }
 
@@ -168,12 +176,26 @@ impl Runtime {
             guards: self.auth.guards(),
             queue: self.queue.clone(),
             activity: self.activity.clone(),
+            sent: self.sent.clone(),
         }
     }
 
     /// The TLS client config for an account's upstreams (every configured account has one).
     pub fn upstream_tls(&self, account: &Account) -> Option<Arc<rustls::ClientConfig>> {
         self.upstream_tls.get(&account.id).cloned()
+    }
+
+    /// Where `account`'s Sent copies go, if it saves them (`save_sent = "on"`).
+    pub fn sent_target(&self, account: &Arc<Account>) -> Option<Target> {
+        if account.save_sent != SaveSent::On {
+            return None;
+        }
+        Some(Target {
+            account: account.clone(),
+            tls: self.upstream_tls(account)?,
+            timeout: self.config.limits.upstream_timeout,
+            data_timeout: self.config.limits.upstream_data_timeout,
+        })
     }
 
     /// The SIZE to advertise for an account: what its upstream said last, else the preset.

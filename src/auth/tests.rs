@@ -15,6 +15,7 @@ fn account() -> Arc<Account> {
         ca_file: None,
         code: Secret::from("abcdefghijklmnop"),
         code_source: "test".into(),
+        save_sent: Default::default(),
     })
 }
 

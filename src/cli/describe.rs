@@ -83,6 +83,13 @@ fn accounts(o: &mut String, c: &Config) {
         if let Some(ca) = &a.ca_file {
             line(o, "ca_file", &quote(&ca.display().to_string()));
         }
+        if a.save_sent == crate::config::SaveSent::On {
+            line(
+                o,
+                "save_sent",
+                "\"on\"  # a copy of each accepted message in Sent",
+            );
+        }
     }
 }
 

@@ -84,6 +84,7 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         let grace = rt.config.limits.shutdown_grace;
         let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
         let deliverer = start_queue(&current)?;
+        recover_sent_copies(&running(&current));
         let shutdown = CancellationToken::new();
         if let Some(l) = admin_listener {
             tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
@@ -121,6 +122,16 @@ fn start_queue(current: &Current) -> Result<Option<crate::queue::deliver::Delive
     Ok(deliverer)
 }
 
+/// The `save_sent` copies a crash or shutdown left in `state_dir/sent/`: appended now
+/// for an account that still saves copies, removed otherwise.
+fn recover_sent_copies(rt: &Arc<Runtime>) {
+    let target = |id: &str| {
+        let acc = rt.config.accounts.iter().find(|a| a.id == id)?;
+        rt.sent_target(acc)
+    };
+    rt.sent.recover(&rt.config.state_dir, target, &rt.metrics);
+}
+
 /// The runtime in use now.
 fn running(current: &Current) -> Arc<Runtime> {
     match current.read() {
@@ -156,6 +167,7 @@ fn describe(rt: &Runtime) {
             imap = %show(&a.imap),
             pop3 = %show(&a.pop3),
             code_from = %a.code_source,
+            save_sent = if a.save_sent == crate::config::SaveSent::On { "on" } else { "off" },
             "account"
         );
     }

@@ -37,6 +37,7 @@ const ACCOUNT_VARS: &[&str] = &[
     "QQMAIL_IMAP_SERVER",
     "QQMAIL_POP3_SERVER",
     "QQMAIL_CA_FILE",
+    "QQMAIL_SAVE_SENT",
 ];
 
 fn list(value: &str) -> Vec<String> {
@@ -122,6 +123,9 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
         }
         if let Some(v) = get("QQMAIL_CA_FILE") {
             acc.ca_file = Some(v.into());
+        }
+        if let Some(v) = get("QQMAIL_SAVE_SENT") {
+            acc.save_sent = Some(v);
         }
     }
     let users_text = match (get("QQMAIL_USERS"), get("QQMAIL_USERS_FILE")) {

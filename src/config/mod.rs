@@ -19,6 +19,7 @@ mod local_tls;
 mod queue;
 pub mod raw;
 pub mod recipients;
+mod sent;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -26,6 +27,7 @@ mod validate;
 pub use env::{Env, ProcessEnv};
 pub use queue::{Delivery, QueueSettings};
 use raw::RawConfig;
+pub use sent::SaveSent;
 pub use validate::{check_hash, parse_cidr, CodeNeed};
 
 /// A configuration mistake. The text always names the key (or variable) and the fix.
@@ -129,6 +131,8 @@ pub struct Account {
     pub code: Secret,
     /// Where the code came from (`env QQMAIL_AUTH_CODE`, `file /run/secrets/x`), for messages.
     pub code_source: String,
+    /// `save_sent`: whether accepted messages are copied into the Sent folder.
+    pub save_sent: SaveSent,
 }
 
 /// A local login.

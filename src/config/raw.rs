@@ -122,6 +122,8 @@ pub struct RawAccount {
     pub pop3_server: Option<String>,
     /// Extra trust anchor (PEM) for the upstream certificates.
     pub ca_file: Option<PathBuf>,
+    /// `"off"` or `"on"`: APPEND a copy of each accepted message to the Sent folder.
+    pub save_sent: Option<String>,
 }
 
 /// `[[user]]`.

@@ -12,6 +12,7 @@ mod env_layer;
 mod local_tls;
 mod queue;
 mod recipients;
+mod sent;
 
 /// A 16-character code, as QQ issues them.
 const CODE: &str = "abcdefghijklmnop";

@@ -294,7 +294,10 @@ fn validate_account(
             ));
         }
     }
+    let save_sent =
+        super::sent::validate(a.save_sent.as_deref(), imap.is_some(), &key("save_sent"))?;
     Ok(Account {
+        save_sent,
         id,
         email,
         provider,

@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -45,6 +46,15 @@ pub trait Connector: Send + Sync + 'static {
         &self,
         account: &str,
     ) -> impl Future<Output = Result<LineStream<Self::Stream>, UpstreamError>> + Send;
+
+    /// The upstream accepted a message of `account` for the first time; `body` is its
+    /// stored body (dot-stuffed, without the final dot), there until this returns. The
+    /// session layer files the `save_sent` copy; a failure there is its own to log, and
+    /// never changes the delivery.
+    fn accepted(&self, account: &str, body: &Path) -> impl Future<Output = ()> + Send {
+        let _ = (account, body);
+        async {}
+    }
 }
 
 /// Wall-clock time for the queue's timestamps. Injected so that tests with

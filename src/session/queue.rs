@@ -4,6 +4,7 @@
 //! It lives here, not in `queue`, so that arrows point down: sessions use the queue, the
 //! queue knows nothing of sessions.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,35 @@ impl Connector for UpstreamConnector {
         match upstream_login(&rt, Protocol::Smtp, acc, Purpose::Plain).await? {
             Upstream::Smtp(up) => Ok(up.conn),
             _ => Err(not_configured()),
+        }
+    }
+
+    async fn accepted(&self, account: &str, body: &Path) {
+        self.save_sent(account, body).await;
+    }
+}
+
+impl UpstreamConnector {
+    /// `accepted`'s work: the Sent copy of a delivered queued message (`save_sent`).
+    async fn save_sent(&self, account: &str, body: &Path) {
+        let rt = (self.runtime)();
+        let Some(acc) = rt.config.accounts.iter().find(|a| a.id == account) else {
+            return;
+        };
+        let Some(target) = rt.sent_target(acc) else {
+            return;
+        };
+        let Some(slot) = rt.sent.reserve() else {
+            warn!(%account, "too many Sent copies waiting; this message gets none");
+            rt.metrics.sent_copy(false);
+            return;
+        };
+        match crate::sent::copy_of(&rt.config.state_dir, account, body).await {
+            Ok(written) => rt.sent.submit(slot, written, target, rt.metrics.clone()),
+            Err(e) => {
+                warn!(%account, error = %e, "cannot write the Sent copy; this message gets none");
+                rt.metrics.sent_copy(false);
+            }
         }
     }
 }

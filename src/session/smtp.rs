@@ -35,6 +35,7 @@ mod fallback;
 mod limit;
 mod pipeline;
 mod queued;
+mod sent;
 mod sink;
 pub mod stamp;
 mod verdict;
@@ -122,6 +123,8 @@ struct Relay<'a> {
     shutdown: &'a CancellationToken,
     /// How messages are handed on.
     mode: Mode,
+    /// The `save_sent` copy of the message in progress.
+    sent_copy: Option<sent::SentCopy>,
 }
 
 /// How a session hands its messages on (`[smtp] delivery`, `[[user]] delivery`).
@@ -189,6 +192,7 @@ pub async fn relay(
         report,
         shutdown,
         mode,
+        sent_copy: None,
     };
     r.run().await;
 }

@@ -25,14 +25,16 @@ pub struct ImapUpstream {
 }
 
 /// One response: the untagged lines seen and the tagged completion.
-struct Completion {
-    untagged: Vec<BytesMut>,
-    tagged: BytesMut,
+pub(crate) struct Completion {
+    /// The untagged lines, literals inline.
+    pub(crate) untagged: Vec<BytesMut>,
+    /// The tagged line.
+    pub(crate) tagged: BytesMut,
 }
 
 impl Completion {
     /// `OK`, `NO` or `BAD` (upper-cased), from the tagged line.
-    fn status(&self) -> Vec<u8> {
+    pub(crate) fn status(&self) -> Vec<u8> {
         let mut words = self.tagged[..].split(|&b| b == b' ');
         words.next();
         words
@@ -44,7 +46,7 @@ impl Completion {
 }
 
 /// Reads one whole response line, following `{n}` literals (RFC 3501 §4.3).
-async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn read_response<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut LineStream<S>,
     ctx: &Ctx,
     stage: &'static str,
@@ -86,7 +88,8 @@ fn literal_len(line: &[u8]) -> Option<usize> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
-async fn complete<S: AsyncRead + AsyncWrite + Unpin>(
+/// Reads responses until the one tagged `tag`; `* BYE` is a refusal.
+pub(crate) async fn complete<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut LineStream<S>,
     ctx: &Ctx,
     tag: &str,
@@ -112,7 +115,8 @@ async fn complete<S: AsyncRead + AsyncWrite + Unpin>(
     Err(ctx.protocol(stage, b"too many untagged responses"))
 }
 
-async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends `line` and reads the responses up to the one tagged `tag`.
+pub(crate) async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut LineStream<S>,
     ctx: &Ctx,
     tag: &str,
@@ -140,7 +144,8 @@ pub fn capabilities_in(line: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-fn has_capability(caps: &[u8], word: &[u8]) -> bool {
+/// Whether the capability list `caps` holds `word`.
+pub(crate) fn has_capability(caps: &[u8], word: &[u8]) -> bool {
     caps.split(|&b| b == b' ')
         .any(|w| w.eq_ignore_ascii_case(word))
 }

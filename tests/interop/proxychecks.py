@@ -4,7 +4,8 @@ On top of phase A's checks (run against the proxy in plaintext and with
 STARTTLS, as the local user), this owns what only the proxy does: a printer
 that sends MAIL FROM:<scanner@printer.local> without AUTH, envelope-sender
 rewriting, the queue and fallback delivery modes with Postfix stopped and
-started (queuechecks.py), rejection of wrong local credentials (and of the real code used as
+started (queuechecks.py), the save_sent copy in Dovecot's Sent folder
+(sentchecks.py), rejection of wrong local credentials (and of the real code used as
 a local password), logs free of the code and its base64 forms, upstream
 logins that Dovecot/Postfix saw with the code, and phase A == phase B hashes.
 """
@@ -21,6 +22,7 @@ import sys
 
 import messages as msgs
 import queuechecks
+import sentchecks
 from check import Phase, save_hashes, target
 from clients import Fail
 
@@ -260,6 +262,7 @@ def phase_proxy(state, runner, up):
     stls.run_all()
     # Before the log checks, so that they cover the queue's deliveries too.
     queuechecks.phase_queue(state, runner, up)
+    sentchecks.phase_sent(state, runner, up)
     runner.check("proxy/local-credentials-rejected", local_credentials_rejected, plain.t, state["code"])
     runner.check("proxy/transparent-A-equals-B", transparent, state, hashes)
     logs = state["logs"]

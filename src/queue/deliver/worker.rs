@@ -379,8 +379,16 @@ impl<C: Connector> Worker<C> {
             }
         };
         let t = self.p.settings.timeouts;
+        let first = !env
+            .recipients
+            .iter()
+            .any(|r| r.state == RcptState::Delivered);
         let a = conversation::send(conn, &env, &mut body, t).await;
         self.pacer.sent(tokio::time::Instant::now().into_std());
+        if a.ending == Ending::Delivered && first {
+            // One Sent copy per message, not one per partial delivery.
+            self.p.connector.accepted(&self.p.account.id, &path).await;
+        }
         if let Ending::Corrupt(why) = &a.ending {
             self.quarantine(&env, why).await;
             return a.reusable;

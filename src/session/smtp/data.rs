@@ -50,6 +50,7 @@ impl Relay<'_> {
         if !self.send(&r.raw).await {
             return false;
         }
+        self.begin_sent_copy().await;
         let sink = match self.fallback_writer().await {
             Some(w) => Sink::Both(Box::new(Spool::new(w))),
             None => Sink::Upstream,
@@ -141,6 +142,7 @@ impl Relay<'_> {
         if !upstream || self.up.is_none() {
             return None;
         }
+        self.push_sent_copy(bytes).await;
         let why = self.forward_upstream(bytes).await.err()?;
         let salvaged = self.salvage().await;
         Some((why, salvaged))
@@ -316,6 +318,7 @@ impl Relay<'_> {
         if accepted {
             self.report.messages += 1;
             self.rt.metrics.message_relayed();
+            self.sent_copy_accepted();
         }
         let what = if accepted {
             "relayed"

@@ -25,6 +25,7 @@ mod data_rules;
 mod faults;
 mod headers;
 mod negative;
+mod save_sent;
 mod transfer;
 mod unauth_recipients;
 mod upstream_close;

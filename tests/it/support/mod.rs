@@ -6,6 +6,7 @@ pub mod config;
 pub mod imap;
 pub mod pop3;
 pub mod proxy;
+pub mod sent_imap;
 pub mod smtp;
 pub mod tools;
 pub mod upstream;
