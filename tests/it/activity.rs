@@ -43,29 +43,34 @@ async fn session(proxy: &Proxy, user: &str, password: &str) -> String {
     auth
 }
 
-#[tokio::test]
-async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
-    let ca = TestCa::new("it-activity CA");
-    let fake = FakeSmtp::start(SmtpOptions::implicit(&ca));
-    let b = ConfigBuilder::new(&ca);
-    let state = b.dir().join("activity-state");
-    let b = b
-        .state_dir(Some(state.clone()))
-        .account(Account::new("main").smtp_fake(&fake))
+/// The gateway: account `main` (the fake accepts its code) for `printer`, account
+/// `revoked` (a code the fake refuses with QQ's 535) for `scanner`; state in `state`.
+fn gateway(ca: &TestCa, fake: &FakeSmtp, state: &Path) -> ConfigBuilder {
+    ConfigBuilder::new(ca)
+        .state_dir(Some(state.to_path_buf()))
+        .account(Account::new("main").smtp_fake(fake))
         .account(
             Account::new("revoked")
                 .email("67890@qq.com")
                 .code(REVOKED_CODE)
                 .code_file()
-                .smtp_fake(&fake),
+                .smtp_fake(fake),
         )
         .user(USER, PASSWORD, "main")
         .user(SCANNER, SCANNER_PASSWORD, "revoked")
         .smtp("optional")
-        .local_cert_from(&ca)
-        .limit("lockout_failures", "100");
-    let proxy = Proxy::start_built(&b, &[]).await;
+        .local_cert_from(ca)
+        .limit("lockout_failures", "100")
+}
 
+#[tokio::test]
+async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
+    let ca = TestCa::new("it-activity CA");
+    let fake = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let tmp = tempfile::tempdir().expect("state");
+    let state = tmp.path().join("state");
+    let b = gateway(&ca, &fake, &state);
+    let proxy = Proxy::start_built(&b, &[]).await;
     assert!(session(&proxy, USER, PASSWORD).await.starts_with("235"));
     let wrong = session(&proxy, USER, WRONG).await;
     assert!(wrong.starts_with("535"), "{wrong}");
@@ -74,7 +79,32 @@ async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
     assert!(proxy.terminate().await.success());
 
     let (snap, text) = read(&state);
-    // Newest first: the refused account, the wrong password, the message.
+    assert_sessions(&snap, &text);
+    assert_device_hours_and_logins(&snap, &text);
+    assert_no_secret(&text);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(persist::path(&state))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    // Restarted: the record goes on from the file.
+    let proxy = Proxy::start_built(&b, &[]).await;
+    assert!(session(&proxy, USER, PASSWORD).await.starts_with("235"));
+    assert!(proxy.terminate().await.success());
+    let (again, text) = read(&state);
+    assert_eq!(again.recent.len(), 4, "{text}");
+    assert_eq!(&again.recent[1..], &snap.recent[..]);
+    assert_eq!(again.devices[0].sessions, 4);
+    assert_eq!(again.devices[0].first_seen, snap.devices[0].first_seen);
+    assert_eq!(again.upstream_logins.len(), 2);
+}
+
+/// Newest first: the refused account, the wrong password, the message.
+fn assert_sessions(snap: &Snapshot, text: &str) {
     let results: Vec<Outcome> = snap.recent.iter().map(|e| e.result).collect();
     assert_eq!(
         results,
@@ -108,8 +138,11 @@ async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
             ("127.0.0.1", "127.0.0.1")
         );
     }
+}
 
-    // One device, with both users and its last failure.
+/// One device with both users and its last failure; this hour's counts; the last
+/// upstream login per account, the refusal with `check`'s hint.
+fn assert_device_hours_and_logins(snap: &Snapshot, text: &str) {
     assert_eq!(snap.devices.len(), 1, "{text}");
     let dev = &snap.devices[0];
     assert_eq!((dev.sessions, dev.messages, dev.failures), (3, 1, 2));
@@ -117,13 +150,10 @@ async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
     let last = dev.last_error.as_ref().expect("last error");
     assert_eq!(last.result, Outcome::UpstreamError);
 
-    // This hour's bucket.
-    let sum = |f: fn(&qqmail_proxy::activity::HourBucket) -> u64| -> u64 {
-        snap.hourly.iter().map(f).sum()
-    };
-    assert_eq!((sum(|h| h.messages), sum(|h| h.failures)), (1, 2));
+    let messages: u64 = snap.hourly.iter().map(|h| h.messages).sum();
+    let failures: u64 = snap.hourly.iter().map(|h| h.failures).sum();
+    assert_eq!((messages, failures), (1, 2));
 
-    // The last upstream login per account, the refusal with check's hint.
     let login = |id: &str| {
         snap.upstream_logins
             .iter()
@@ -141,8 +171,10 @@ async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
         revoked.hint.as_deref(),
         Some(qqmail_proxy::upstream::hint::CODE_REFUSED)
     );
+}
 
-    // No secret, in clear, base64 or as a PLAIN blob.
+/// No code or password, in clear, base64 or as a PLAIN blob.
+fn assert_no_secret(text: &str) {
     let users = [USER, SCANNER, "12345@qq.com", "67890@qq.com"];
     for secret in [
         DEFAULT_CODE,
@@ -155,23 +187,4 @@ async fn sessions_and_upstream_logins_are_kept_in_state_dir_without_secrets() {
             assert!(!text.contains(&f), "a secret ({form}) is in activity.json");
         }
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(persist::path(&state))
-            .unwrap()
-            .permissions();
-        assert_eq!(mode.mode() & 0o777, 0o600);
-    }
-
-    // Restarted: the record goes on from the file.
-    let proxy = Proxy::start_built(&b, &[]).await;
-    assert!(session(&proxy, USER, PASSWORD).await.starts_with("235"));
-    assert!(proxy.terminate().await.success());
-    let (again, text) = read(&state);
-    assert_eq!(again.recent.len(), 4, "{text}");
-    assert_eq!(&again.recent[1..], &snap.recent[..]);
-    assert_eq!(again.devices[0].sessions, 4);
-    assert_eq!(again.devices[0].first_seen, dev.first_seen);
-    assert_eq!(again.upstream_logins.len(), 2);
 }
