@@ -3,6 +3,7 @@
 //! upstream refuses; after a clean shutdown `state_dir/activity.json` holds all three
 //! (recent sessions, the device, the hourly counts, the last upstream login per account
 //! with the refusal and its hint) and no secret in any form; a restart goes on from it.
+//! An upstream refusal inside the relay (a recipient) is the session's error.
 
 use std::path::Path;
 
@@ -187,4 +188,37 @@ fn assert_no_secret(text: &str) {
             assert!(!text.contains(&f), "a secret ({form}) is in activity.json");
         }
     }
+}
+
+/// A recipient the upstream refuses, in a session that logged in and ended normally: the
+/// session counts as a failure with the upstream's reply as its error (the hook in the
+/// relay's refusal log, `session::smtp::verdict`).
+#[tokio::test]
+async fn an_upstream_refusal_in_the_relay_is_the_sessions_error() {
+    let ca = TestCa::new("it-activity relay CA");
+    let gone = "gone@example.com";
+    let fake =
+        FakeSmtp::start(SmtpOptions::implicit(&ca).rcpt_replies(gone, &["550 Mailbox not found"]));
+    let tmp = tempfile::tempdir().expect("state");
+    let state = tmp.path().join("state");
+    let proxy = Proxy::start_built(&gateway(&ca, &fake, &state), &[]).await;
+    let mut c = Client::connect(proxy.smtp_addr()).await;
+    c.ehlo().await;
+    assert!(c.auth_plain(USER, PASSWORD).await.starts_with("235"));
+    assert!(c
+        .cmd("MAIL FROM:<scan@printer.local>")
+        .await
+        .starts_with("250"));
+    let r = c.cmd(&format!("RCPT TO:<{gone}>")).await;
+    assert!(r.starts_with("550"), "{r}");
+    c.cmd("QUIT").await;
+    assert!(proxy.terminate().await.success());
+
+    let (snap, text) = read(&state);
+    let [e] = &snap.recent[..] else {
+        panic!("one session: {text}")
+    };
+    assert_eq!((e.result, e.failed), (Outcome::Ok, true), "{text}");
+    assert_eq!(e.error.as_deref(), Some("550 Mailbox not found"));
+    assert_eq!(snap.devices[0].failures, 1);
 }
