@@ -2,7 +2,9 @@
 //! the per-address limits group them ([`crate::host::Host`]: an IPv4 address, an IPv6
 //! /64, or an on-link IPv6 address), so "the copier at 192.168.1.50 has been failing
 //! since Tuesday" is one line. At most [`MAX_DEVICES`]: when a new one comes and the table
-//! is full, the entries past the window go first, then the one seen longest ago.
+//! is full, the entries past the window go first, else the [`EVICT`] seen longest ago at
+//! once, so that a sweep of new addresses costs one pass per [`EVICT`] devices rather
+//! than one per session.
 
 use std::collections::HashMap;
 
@@ -17,6 +19,8 @@ use crate::session::Outcome;
 pub const WINDOW_DAYS: i64 = 7;
 /// Devices kept.
 pub const MAX_DEVICES: usize = 1000;
+/// Devices evicted at once when the table is full and none is past the window.
+pub const EVICT: usize = MAX_DEVICES / 10;
 /// Local user names kept per device (the most recent ones).
 pub const MAX_USERS: usize = 8;
 
@@ -82,7 +86,7 @@ impl Device {
             self.protocols.push(end.protocol);
             self.protocols.sort();
         }
-        if let Some(user) = &end.user {
+        if let Some(user) = end.user.as_ref().filter(|u| self.users.last() != Some(*u)) {
             self.users.retain(|u| u != user);
             if self.users.len() >= MAX_USERS {
                 self.users.remove(0);
@@ -115,28 +119,38 @@ pub(super) struct Devices {
 impl Devices {
     /// Counts a session end for its device, making room for a new device if needed.
     pub fn record(&mut self, end: &SessionEnd) {
-        if !self.by_host.contains_key(&end.host) && self.by_host.len() >= MAX_DEVICES {
+        if let Some(d) = self.by_host.get_mut(&end.host) {
+            d.add(end);
+            return;
+        }
+        if self.by_host.len() >= MAX_DEVICES {
             self.make_room(end.at);
         }
-        self.by_host
-            .entry(end.host.clone())
-            .or_insert_with(|| Device::new(end))
-            .add(end);
+        let mut d = Device::new(end);
+        d.add(end);
+        self.by_host.insert(end.host.clone(), d);
     }
 
-    /// Drops the devices past the window; if none was, the one seen longest ago.
+    /// Drops the devices past the window; if none was, the [`EVICT`] seen longest ago.
     fn make_room(&mut self, now: Time) {
         let before = self.by_host.len();
         self.by_host.retain(|_, d| d.current(now));
         if self.by_host.len() < before {
             return;
         }
-        let oldest = self
+        // Exactly EVICT go, even when many were seen in the same second (a sweep).
+        let mut by_age: Vec<(Time, &String)> = self
             .by_host
             .values()
-            .min_by_key(|d| (d.last_seen, d.host.clone()))
-            .map(|d| d.host.clone());
-        if let Some(host) = oldest {
+            .map(|d| (d.last_seen, &d.host))
+            .collect();
+        let n = EVICT.min(by_age.len());
+        if n == 0 {
+            return;
+        }
+        by_age.select_nth_unstable(n - 1);
+        let gone: Vec<String> = by_age[..n].iter().map(|(_, h)| (*h).clone()).collect();
+        for host in gone {
             self.by_host.remove(&host);
         }
     }

@@ -37,11 +37,21 @@ impl Hourly {
         let (m, f) = self.by_hour.entry(hour).or_default();
         *m += messages;
         *f += u64::from(failed);
-        // Keep the newest HOURS hours present (a clock stepped back may add an older one).
-        let Some(&newest) = self.by_hour.keys().next_back() else {
+        self.prune();
+    }
+
+    /// Keeps the newest [`HOURS`] hours present (a clock stepped back may add an older one).
+    fn prune(&mut self) {
+        let (Some((&oldest, _)), Some((&newest, _))) = (
+            self.by_hour.first_key_value(),
+            self.by_hour.last_key_value(),
+        ) else {
             return;
         };
-        self.by_hour = self.by_hour.split_off(&(newest - (HOURS - 1) * HOUR));
+        let cutoff = newest - (HOURS - 1) * HOUR;
+        if oldest < cutoff {
+            self.by_hour = self.by_hour.split_off(&cutoff);
+        }
     }
 
     /// [`HOURS`] buckets, oldest first, the last one being the hour `now` is in; hours
@@ -72,9 +82,7 @@ impl Hourly {
                 *f = f.saturating_add(b.failures);
             }
         }
-        if let Some(&newest) = h.by_hour.keys().next_back() {
-            h.by_hour = h.by_hour.split_off(&(newest - (HOURS - 1) * HOUR));
-        }
+        h.prune();
         h
     }
 }

@@ -3,7 +3,7 @@
 //! upstream login per account and protocol. Bounded in memory (a ring of
 //! [`recent::MAX_RECENT`] ends, at most [`devices::MAX_DEVICES`] devices, [`hourly::HOURS`]
 //! buckets, [`logins::MAX_LOGINS`] logins), kept across reloads like the metrics
-//! (`runtime::Kept`), and in `state_dir` across restarts (`persist`).
+//! (`runtime::Kept`), and in `state_dir/activity.json` across restarts ([`persist`]).
 //!
 //! Fed from two places only: the end of every session (`session::end`, after the one
 //! log line) and the one place upstream logins are made and classified
@@ -47,6 +47,7 @@
 //! ```
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
@@ -60,6 +61,7 @@ mod clock;
 mod devices;
 mod hourly;
 mod logins;
+pub mod persist;
 mod recent;
 
 pub use clock::Time;
@@ -103,6 +105,8 @@ pub struct Activity {
     book: Mutex<Book>,
     /// Wakes the writer of the file (`persist`) after a change.
     changed: tokio::sync::Notify,
+    /// Changes so far (the writer compares it with what the file holds).
+    changes: AtomicU64,
 }
 
 impl SessionEnd {
@@ -147,7 +151,7 @@ impl Activity {
             b.devices.record(&end);
             b.recent.push(end);
         }
-        self.changed.notify_one();
+        self.changed();
     }
 
     /// Records an upstream login of `account` (its id) for `protocol` to `server`.
@@ -157,7 +161,17 @@ impl Activity {
         result: Result<(), &UpstreamError>,
     ) {
         self.book().logins.record(Time::now(), login, result);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::Relaxed);
         self.changed.notify_one();
+    }
+
+    /// Changes recorded so far.
+    fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
     }
 
     /// The record as of now.
@@ -188,7 +202,7 @@ impl Activity {
         };
         Activity {
             book: Mutex::new(book),
-            changed: tokio::sync::Notify::new(),
+            ..Activity::default()
         }
     }
 }

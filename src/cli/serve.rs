@@ -1,10 +1,11 @@
 //! `qqmail-proxy serve`: load and validate, set up logging, raise the descriptor limit,
 //! generate what is missing, bind, announce readiness, run until SIGTERM/SIGINT, reload
-//! on SIGHUP. A reload keeps the counters and the failed-login table ([`Kept`]);
-//! everything else follows the new configuration, except the listen addresses (bound
-//! once at start), whose change is logged as needing a restart, and the queue's
-//! deliverer, which runs from start to shutdown (see `session::queue::start` for what it
-//! takes from a reload).
+//! on SIGHUP. A reload keeps the counters, the activity record and the failed-login
+//! table ([`Kept`]); everything else follows the new configuration, except the listen
+//! addresses (bound once at start), whose change is logged as needing a restart, the
+//! activity record's file (in the start's `state_dir`), and the queue's deliverer, which
+//! runs from start to shutdown (see `session::queue::start` for what it takes from a
+//! reload).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -67,7 +68,16 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         }
     });
     let admin = config.admin;
-    let rt = build(config, Kept::default())?;
+    let state_dir = config.state_dir.clone();
+    // Read before the first session; a damaged file only costs the page its history.
+    let activity = Arc::new(crate::activity::persist::load(&state_dir));
+    let rt = build(
+        config,
+        Kept {
+            activity,
+            ..Kept::default()
+        },
+    )?;
     describe(&rt);
     super::tokio()?.block_on(async move {
         let listeners = server::bind(&rt).await?;
@@ -85,6 +95,8 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
         let deliverer = start_queue(&current)?;
         recover_sent_copies(&running(&current));
+        let activity =
+            crate::activity::persist::spawn(running(&current).activity.clone(), &state_dir);
         let shutdown = CancellationToken::new();
         if let Some(l) = admin_listener {
             tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
@@ -96,6 +108,8 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
         ));
         info!(version = env!("CARGO_PKG_VERSION"), "ready");
         server::serve(current, listeners, shutdown).await;
+        // After the sessions ended, so that their ends are in the file.
+        activity.finish().await;
         if let Some(d) = deliverer {
             crate::session::queue::stop(d, grace).await;
         }

@@ -175,8 +175,9 @@ pub async fn run<P: LoginPhase>(
     end(&rt, (protocol, peer, host), started, report, slot)
 }
 
-/// Counts the session's end, frees its slot, then logs it (so whoever sees the line may
-/// connect again at once) and records it for the status page.
+/// Counts the session's end and records it for the status page, frees its slot, then
+/// logs it (so whoever sees the line may connect again at once, and finds the session on
+/// the page).
 fn end(
     rt: &Runtime,
     (protocol, peer, host): (Protocol, SocketAddr, Host),
@@ -190,6 +191,8 @@ fn end(
         report.from_client,
         report.to_client,
     );
+    rt.activity
+        .session_ended(protocol, peer.ip(), host, &report);
     drop(slot);
     macro_rules! session_end {
         ($level:expr) => {
@@ -215,8 +218,6 @@ fn end(
     } else {
         session_end!(tracing::Level::INFO);
     }
-    rt.activity
-        .session_ended(protocol, peer.ip(), host, &report);
     report
 }
 

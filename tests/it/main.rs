@@ -1,6 +1,7 @@
 //! Integration tests: the proxy binary against fake TLS upstreams on 127.0.0.1, driven by
 //! real clients. One test binary, so the suite links once.
 
+mod activity;
 mod admin;
 mod cli;
 mod fakes_imap_pop3;

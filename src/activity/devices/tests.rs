@@ -114,13 +114,34 @@ fn a_full_table_evicts_the_oldest_device() {
     d.record(&end(5000, &ip(0)));
     d.record(&end(5001, "192.0.2.99"));
     let list = d.list(Time::from_unix(5002));
-    assert_eq!(list.len(), MAX_DEVICES);
+    assert_eq!(list.len(), MAX_DEVICES - EVICT + 1);
     assert_eq!(list[0].host, "192.0.2.99");
-    assert!(list.iter().any(|d| d.host == ip(0)));
-    assert!(!list.iter().any(|d| d.host == ip(1)), "the oldest went");
-    // Past the window, all stale ones go at once when room is needed.
-    d.record(&end(5001 + WINDOW_DAYS * DAY, "192.0.2.100"));
-    assert_eq!(d.by_host.len(), 1);
+    let listed = |i: usize| list.iter().any(|d| d.host == ip(i));
+    assert!(listed(0) && listed(EVICT + 1));
+    assert!(!listed(1) && !listed(EVICT), "the oldest went");
+}
+
+#[test]
+fn a_full_table_drops_the_stale_devices_first() {
+    let mut d = Devices::default();
+    for i in 0..MAX_DEVICES {
+        let at = if i < 3 { 0 } else { 10 * WINDOW_DAYS * DAY };
+        d.record(&end(at, &format!("10.0.{}.{}", i / 256, i % 256)));
+    }
+    // Room is needed: only the three past the window go, no recent one.
+    d.record(&end(10 * WINDOW_DAYS * DAY + 1, "192.0.2.100"));
+    assert_eq!(d.by_host.len(), MAX_DEVICES - 2);
+    assert!(!d.by_host.contains_key("10.0.0.0"));
+    assert!(d.by_host.contains_key("10.0.0.3"));
+}
+
+#[test]
+fn a_sweep_in_one_second_evicts_exactly_a_tenth() {
+    let mut d = Devices::default();
+    for i in 0..MAX_DEVICES + 1 {
+        d.record(&end(7, &format!("10.1.{}.{}", i / 256, i % 256)));
+    }
+    assert_eq!(d.by_host.len(), MAX_DEVICES - EVICT + 1);
 }
 
 #[test]
