@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod fdlimit;
