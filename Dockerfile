@@ -14,7 +14,9 @@
 #   prebuilt  copy a static binary built on the host, without pulling any image:
 #             the build context then holds only `qqmail-proxy` and an empty directory
 #             `state/`; with RUNTIME_IMAGE=scratch nothing at all is pulled (that is how
-#             CI builds it, see tests/docker/run.sh).
+#             CI builds it, see tests/docker/run.sh). Another architecture's image comes
+#             from that architecture's static binary with `--platform linux/arm64`
+#             (podman: `--arch arm64`); packaging/build.sh builds both.
 
 ARG BUILD_IMAGE=docker.io/library/rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot

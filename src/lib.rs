@@ -25,6 +25,7 @@
 pub mod activity;
 pub mod admin;
 pub mod auth;
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod fdlimit;

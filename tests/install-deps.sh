@@ -16,6 +16,8 @@ packages=(
   stunnel4 libsasl2-modules
   # container recipe (tests/docker)
   podman runc
+  # release artifacts (tests/packaging; packaging/build.sh adds the aarch64 cross toolchain)
+  qemu-user-static lintian file
 )
 
 # hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)

@@ -20,6 +20,9 @@ step "msrv" bash tests/msrv.sh
 step "cargo test" cargo test --all-targets --no-fail-fast
 # The container recipe reuses that build (a static link of the same objects).
 step "docker (podman, offline)" bash tests/docker/run.sh
+# Release artifacts (packaging/build.sh all): the static aarch64 binary and the arm64 image
+# under qemu, both .deb packages in a throwaway root, lintian.
+step "packaging (aarch64 under qemu, images, .deb)" bash tests/packaging/run.sh
 # Fuzzing smoke: every target for a few seconds (CI budget); see fuzz/README.md for long runs.
 fuzz_smoke() {
   command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked || return 1

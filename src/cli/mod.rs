@@ -21,7 +21,7 @@ mod serve;
 #[derive(Debug, Parser)]
 #[command(
     name = "qqmail-proxy",
-    version,
+    version = crate::build_info::VERSION,
     about = "Lets printers, scanners and old mail apps use QQ Mail (and 163, Exmail, iCloud, Gmail) \
              through localhost: plain SMTP/IMAP/POP3 in, verified TLS with the authorization code out.",
     after_help = "Examples:\n  \

@@ -15,8 +15,13 @@ says why on stderr otherwise.
   login-from-log LOGFILE               print "user password" from a k8s-file container log:
                                        the banner must be on stdout, the password never on
                                        stderr
+  login-from-output FILE               print "user password" from a file holding the
+                                       proxy's stdout (tests/packaging)
+  imap-fetch PORT USER PASSWORD TOKEN  LOGIN through the proxy's plain IMAP port, SELECT
+                                       INBOX, FETCH 1 BODY[]: the message carries TOKEN
 """
 
+import imaplib
 import json
 import smtplib
 import socket
@@ -178,6 +183,32 @@ def login_from_log(path):
     print(user, password)
 
 
+def login_from_output(path):
+    fields = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, _, value = line.strip().partition(":")
+            if key in ("user", "password") and value.strip():
+                fields[key] = value.strip()
+    if "user" not in fields or "password" not in fields:
+        die(f"no generated login banner in {path}")
+    print(fields["user"], fields["password"])
+
+
+def imap_fetch(port, user, password, token):
+    with imaplib.IMAP4("127.0.0.1", int(port), timeout=20) as m:
+        m.login(user, password)
+        typ, data = m.select("INBOX")
+        if typ != "OK":
+            die(f"SELECT INBOX: {typ} {data}")
+        typ, data = m.fetch("1", "(BODY[])")
+        if typ != "OK" or not data or not isinstance(data[0], tuple):
+            die(f"FETCH 1: {typ} {data}")
+        if token.encode() not in data[0][1]:
+            die(f"FETCH 1: {token!r} not in {data[0][1]!r}")
+        m.logout()
+
+
 COMMANDS = {
     "free-ports": free_ports,
     "wait-greeting": wait_greeting,
@@ -187,6 +218,8 @@ COMMANDS = {
     "count-records": count_records,
     "image-config": image_config,
     "login-from-log": login_from_log,
+    "login-from-output": login_from_output,
+    "imap-fetch": imap_fetch,
 }
 
 if __name__ == "__main__":
@@ -194,5 +227,5 @@ if __name__ == "__main__":
         die(__doc__)
     try:
         COMMANDS[sys.argv[1]](*sys.argv[2:])
-    except (OSError, smtplib.SMTPException, ssl.SSLError, KeyError, ValueError) as e:
+    except (OSError, smtplib.SMTPException, imaplib.IMAP4.error, ssl.SSLError, KeyError, ValueError) as e:
         die(f"{sys.argv[1]}: {type(e).__name__}: {e}")

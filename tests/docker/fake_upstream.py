@@ -5,6 +5,10 @@ It accepts AUTH PLAIN / AUTH LOGIN only for --user with exactly --code (replying
 535 otherwise), insists on MAIL FROM:<--user> as QQ does (501), and appends one JSON
 object per accepted message to --record. It binds 127.0.0.1:0 and writes the port it got
 to --port-file once it is listening, so the caller waits on that file instead of sleeping.
+
+With --imap-port-file it also stands in for imap.qq.com:993 (implicit TLS, same
+certificate and login): CAPABILITY, LOGIN, SELECT/EXAMINE, one message for FETCH, NOOP,
+LOGOUT — enough for a client to log in through the proxy and read a message.
 """
 
 import argparse
@@ -140,6 +144,84 @@ class Session:
                 await self.reply(b"502 Error: command not implemented\r\n")
 
 
+# The one message in the fake INBOX, fetched whole by BODY[] / RFC822.
+IMAP_MESSAGE = (
+    b"From: friend@example.com\r\nTo: 12345@qq.com\r\nSubject: fake inbox\r\n\r\n"
+    b"imap-token-inbox\r\n"
+)
+
+
+def imap_atoms(line):
+    """The words of an IMAP command line, with "quoted" strings unquoted (RFC 3501 4.3)."""
+    words, i = [], 0
+    while i < len(line):
+        if line[i : i + 1] == b" ":
+            i += 1
+        elif line[i : i + 1] == b'"':
+            j, word = i + 1, bytearray()
+            while j < len(line) and line[j : j + 1] != b'"':
+                if line[j : j + 1] == b"\\":
+                    j += 1
+                word += line[j : j + 1]
+                j += 1
+            words.append(bytes(word))
+            i = j + 1
+        else:
+            j = line.find(b" ", i)
+            j = len(line) if j < 0 else j
+            words.append(line[i:j])
+            i = j
+    return words
+
+
+async def imap_session(args, reader, writer):
+    async def reply(data):
+        writer.write(data)
+        await writer.drain()
+
+    await reply(b"* OK [CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=LOGIN] QQMail XMIMAP4Server ready\r\n")
+    user = None
+    while True:
+        raw = await reader.readuntil(b"\n")
+        if len(raw) > MAX_LINE:
+            raise ValueError("line too long")
+        words = imap_atoms(raw.rstrip(b"\r\n"))
+        if len(words) < 2:
+            await reply(b"* BAD empty command\r\n")
+            continue
+        tag, verb = words[0], words[1].upper()
+        if verb == b"CAPABILITY":
+            await reply(b"* CAPABILITY IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=LOGIN\r\n" + tag + b" OK done\r\n")
+        elif verb == b"LOGIN" and len(words) == 4:
+            if words[2] == args.user.encode() and words[3] == args.code.encode():
+                user = args.user
+                await reply(tag + b" OK [CAPABILITY IMAP4 IMAP4rev1 IDLE UIDPLUS] Success login ok\r\n")
+            else:
+                await reply(tag + b" NO LOGIN Login error password error\r\n")
+        elif user is None:
+            await reply(tag + b" BAD need LOGIN first\r\n")
+        elif verb in (b"SELECT", b"EXAMINE"):
+            await reply(b"* 1 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 1] UIDs valid\r\n"
+                        + tag + b" OK [READ-WRITE] SELECT complete\r\n")
+        elif verb == b"FETCH":
+            await reply(b"* 1 FETCH (BODY[] {%d}\r\n" % len(IMAP_MESSAGE) + IMAP_MESSAGE
+                        + b")\r\n" + tag + b" OK FETCH Completed\r\n")
+        elif verb == b"NOOP":
+            await reply(tag + b" OK NOOP Completed\r\n")
+        elif verb == b"LOGOUT":
+            await reply(b"* BYE LOGOUT received\r\n" + tag + b" OK LOGOUT Completed\r\n")
+            return
+        else:
+            await reply(tag + b" BAD command not supported\r\n")
+
+
+def write_port(path, port):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{port}\n")
+    os.replace(tmp, path)
+
+
 async def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--cert", required=True)
@@ -148,6 +230,7 @@ async def main():
     p.add_argument("--code", required=True)
     p.add_argument("--record", required=True)
     p.add_argument("--port-file", required=True)
+    p.add_argument("--imap-port-file", help="also serve IMAP; its port goes here")
     args = p.parse_args()
 
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -161,12 +244,20 @@ async def main():
         finally:
             writer.close()
 
+    async def handle_imap(reader, writer):
+        try:
+            await imap_session(args, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
+            pass
+        finally:
+            writer.close()
+
     server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls, limit=MAX_LINE * 2)
-    port = server.sockets[0].getsockname()[1]
-    tmp = args.port_file + ".tmp"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{port}\n")
-    os.replace(tmp, args.port_file)
+    if args.imap_port_file:
+        imap = await asyncio.start_server(handle_imap, "127.0.0.1", 0, ssl=tls, limit=MAX_LINE * 2)
+        write_port(args.imap_port_file, imap.sockets[0].getsockname()[1])
+    # Written last: once it exists, every listener is up.
+    write_port(args.port_file, server.sockets[0].getsockname()[1])
     async with server:
         await server.serve_forever()
 

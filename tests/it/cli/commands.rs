@@ -16,14 +16,58 @@ fn verifies(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// `--version` names the version, the target triple, the features and the commit of
+/// this checkout: `qqmail-proxy 0.1.0 (x86_64-unknown-linux-gnu; features: none; commit
+/// 0123456789ab)`.
+fn assert_version_line(line: &str) {
+    let prefix = format!("qqmail-proxy {} (", env!("CARGO_PKG_VERSION"));
+    let inner = line
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line:?} is not {prefix:?}...)"));
+    let fields: Vec<&str> = inner.split("; ").collect();
+    let [target, features, commit] = fields[..] else {
+        panic!("{line:?}: expected target; features; commit");
+    };
+    // The triple of the machine the tests run on (the binary is built for it).
+    let arch = std::env::consts::ARCH;
+    assert!(
+        target.starts_with(&format!("{arch}-")) && target.contains(std::env::consts::OS),
+        "{line:?}: target {target:?} does not name {arch} and {}",
+        std::env::consts::OS
+    );
+    let features = features
+        .strip_prefix("features: ")
+        .unwrap_or_else(|| panic!("{line:?}: no features field"));
+    assert!(
+        !features.is_empty()
+            && features.split(',').all(|f| !f.is_empty()
+                && f.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')),
+        "{line:?}: features {features:?}"
+    );
+    // The tests run from the git checkout they were built from: its HEAD is the commit.
+    let head = std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    let expected = head.unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(commit, format!("commit {expected}"), "{line:?}");
+}
+
 #[tokio::test]
 async fn version_help_and_providers() {
     let tmp = tempfile::tempdir().expect("tmp");
     let ran = cli(&["--version"], &[], None, tmp.path()).await.success();
-    assert_eq!(
-        ran.stdout.trim(),
-        format!("qqmail-proxy {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_version_line(ran.stdout.trim());
 
     let ran = cli(&["--help"], &[], None, tmp.path()).await.success();
     for needle in [
