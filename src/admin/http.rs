@@ -9,23 +9,41 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
+use super::access::Sessions;
+use super::status::CheckView;
 use super::view::{self, View};
-use super::Head;
+use super::{actions, pages, Head};
 use crate::runtime::Runtime;
 use crate::server::Current;
 
-/// What every handler shares: the runtime in force (swapped on reload).
+/// What every handler shares: the runtime in force (swapped on reload), the page's
+/// sessions and the last "check now".
 pub struct Admin {
     current: Current,
+    /// The mail listeners' bound addresses, in the config's order.
+    pub bound: Vec<SocketAddr>,
+    /// Browser sessions (login, CSRF token, notices).
+    pub sessions: Sessions,
+    /// The last "check now" result.
+    pub last_check: std::sync::Mutex<Option<CheckView>>,
+    /// Held while a check runs: one at a time (each logs in upstream, and frequent
+    /// test logins trigger the provider's risk control).
+    pub checking: tokio::sync::Mutex<()>,
 }
 
 impl Admin {
     /// The shared state over the reloadable runtime.
-    pub fn new(current: Current) -> Arc<Admin> {
-        Arc::new(Admin { current })
+    pub fn new(current: Current, bound: Vec<SocketAddr>) -> Arc<Admin> {
+        Arc::new(Admin {
+            current,
+            bound,
+            sessions: Sessions::default(),
+            last_check: std::sync::Mutex::new(None),
+            checking: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// The runtime in force now.
@@ -45,6 +63,14 @@ pub fn router(admin: Shared) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/", get(pages::index))
+        .route("/api/status", get(pages::api_status))
+        .route("/login", get(pages::login_form).post(actions::login))
+        .route("/logout", post(actions::logout))
+        .route("/unlock", post(actions::unlock))
+        .route("/queue/retry", post(actions::retry))
+        .route("/queue/delete", post(actions::delete))
+        .route("/check", post(actions::check))
         .fallback(fallback)
         .layer(axum::middleware::from_fn_with_state(
             admin.clone(),

@@ -1,6 +1,5 @@
 //! The optional admin listener (`[admin] listen`): `GET /healthz`, `GET /metrics`
-//! (Prometheus text) (the status page
-//! comes next, issue 14). HTTP is hyper's (`http1` only) with axum's
+//! (Prometheus text) and the status page. HTTP is hyper's (`http1` only) with axum's
 //! router on top: the page needs routing, forms, cookies, JSON and HTTP/1.1 keep-alive
 //! done right, which a hand-written responder gets subtly wrong. What stays ours is the
 //! accept loop, so the admin port never costs the mail listeners anything: at most
@@ -25,8 +24,14 @@ use tracing::{error, warn};
 use crate::fdlimit;
 use crate::server::Current;
 
+mod access;
+mod actions;
 mod host;
 mod http;
+mod i18n;
+mod page;
+mod pages;
+mod status;
 mod view;
 
 pub use host::{host_allowed, Head};
@@ -80,10 +85,16 @@ fn admit(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
     }
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, current: Current, shutdown: CancellationToken) {
+/// Serves until `shutdown`. `bound` are the mail listeners' bound addresses in the
+/// config's order (smtp, imap, pop3), for the status page.
+pub async fn serve(
+    listener: TcpListener,
+    current: Current,
+    bound: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let router = http::router(http::Admin::new(current));
+    let router = http::router(http::Admin::new(current, bound));
     // The mail listeners' back-off (server.rs): out of descriptors, wait, do not spin.
     let mut backoff = Duration::from_millis(50);
     let mut last_warning: Option<Instant> = None;
