@@ -18,6 +18,8 @@ packages=(
   podman runc
   # the status page in a real browser, over WebDriver (tests/it/admin/browser.rs)
   chromium chromium-driver
+  # a CJK font, so the 中文 screenshot shows characters rather than boxes
+  fonts-wqy-zenhei
 )
 
 # hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)
