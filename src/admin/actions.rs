@@ -256,7 +256,11 @@ pub async fn check(
             // A check already running: its result is the one to wait for.
             let _one = admin.checking.lock().await;
             let rt = admin.runtime();
-            let lines = crate::cli::check::run_all(&rt.config, &rt).await;
+            let lines = crate::cli::check::run_all(&rt.config, &rt)
+                .await
+                .into_iter()
+                .map(Into::into)
+                .collect();
             let at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());

@@ -155,10 +155,8 @@ fn accounts(out: &mut String, s: &Status, w: &Words, csrf: &str) {
 fn check(out: &mut String, c: &CheckView, w: &Words) {
     let _ = write!(out, "<p>{}:</p><table id=\"check\">", esc(w.check_result));
     for l in &c.lines {
-        let (class, text) = match &l.result {
-            Ok(t) => ("ok", t.as_str()),
-            Err(t) => ("err", t.as_str()),
-        };
+        let class = if l.ok { "ok" } else { "err" };
+        let text = l.text.as_str();
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td><code>{}</code></td><td class=\"{class}\">{}</td></tr>",

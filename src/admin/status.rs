@@ -122,7 +122,38 @@ pub struct CheckView {
     /// When it ran (seconds since the Unix epoch).
     pub at: u64,
     /// One line per account and service, as `qqmail-proxy check` prints them.
-    pub lines: Vec<CheckLine>,
+    pub lines: Vec<CheckRow>,
+}
+
+/// One service's check.
+#[derive(Clone, Serialize)]
+pub struct CheckRow {
+    /// The account id.
+    pub account: String,
+    /// `smtp`, `imap` or `pop3`.
+    pub service: &'static str,
+    /// The server checked.
+    pub server: String,
+    /// Whether the login worked.
+    pub ok: bool,
+    /// `OK`, or what failed and its hint.
+    pub text: String,
+}
+
+impl From<CheckLine> for CheckRow {
+    fn from(l: CheckLine) -> CheckRow {
+        let (ok, text) = match l.result {
+            Ok(t) => (true, t),
+            Err(t) => (false, t),
+        };
+        CheckRow {
+            account: l.account,
+            service: l.service,
+            server: l.server,
+            ok,
+            text,
+        }
+    }
 }
 
 /// Gathers the status (reads the queue directory on a blocking thread).

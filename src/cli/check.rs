@@ -135,7 +135,7 @@ async fn check_smtp(a: &Account, server: &ServerAddr, timeout: Duration) -> Resu
 
 /// One service's check: the account, `smtp` / `imap` / `pop3`, the server, and `OK` or
 /// what failed with its hint.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub(crate) struct CheckLine {
     /// The account id.
     pub(crate) account: String,

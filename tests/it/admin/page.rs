@@ -278,3 +278,67 @@ async fn page_and_json_after_real_sessions() {
     }
     proxy.assert_no_secret(&[DEFAULT_CODE, crate::smtp::PASSWORD]);
 }
+
+/// "Check now" runs `qqmail-proxy check`'s checks (only with the CSRF token) and the
+/// page shows one line per service: OK for the fake SMTP upstream, the failure for IMAP
+/// and POP3 whose port has nothing listening.
+#[tokio::test]
+async fn check_now_runs_the_checks_of_the_cli() {
+    let ca = TestCa::new("admin check CA");
+    let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
+    let dead = crate::queue::unused_port().to_string();
+    let b = ConfigBuilder::new(&ca)
+        .account(
+            Account::new("main")
+                .smtp_fake(&smtp)
+                .imap(&dead)
+                .pop3(&dead),
+        )
+        .user("printer", PASSWORD, "main")
+        .smtp("off")
+        .extra("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let proxy = Proxy::start_built(&b, &[]).await;
+    let mut web = Browser {
+        addr: proxy.admin_addr(),
+        cookie: None,
+        seen: Vec::new(),
+    };
+    let csrf = web.status().await["csrf_token"]
+        .as_str()
+        .expect("csrf_token")
+        .to_string();
+    let a = web.go("POST", "/check", &[], Some("csrf=")).await;
+    assert_eq!(a.status, 403, "{a:?}");
+    assert!(
+        smtp.auth_attempts().is_empty(),
+        "nothing ran without the token"
+    );
+
+    let a = web
+        .go("POST", "/check", &[], Some(&format!("csrf={csrf}")))
+        .await;
+    assert_eq!(a.status, 303, "{a:?}");
+    let s = web.status().await;
+    let lines = s["last_check"]["lines"].as_array().expect("check lines");
+    let by = |service: &str| {
+        lines
+            .iter()
+            .find(|l| l["service"] == service)
+            .unwrap_or_else(|| panic!("no {service} line: {s}"))
+            .clone()
+    };
+    assert_eq!(by("smtp")["ok"], true, "{s}");
+    assert_eq!(by("smtp")["text"], "OK", "{s}");
+    for service in ["imap", "pop3"] {
+        let line = by(service);
+        assert_eq!(line["ok"], false, "{s}");
+        assert!(line["text"].as_str().unwrap_or("").contains(&dead), "{s}");
+    }
+    assert_eq!(smtp.auth_attempts().len(), 1);
+    let html = web.go("GET", "/", &[], None).await;
+    assert!(html.body.contains("id=\"check\""), "{}", html.body);
+    for text in &web.seen {
+        assert!(!text.contains(DEFAULT_CODE), "the code shown:\n{text}");
+    }
+    proxy.assert_no_secret(&[DEFAULT_CODE, PASSWORD]);
+}
