@@ -137,6 +137,73 @@ async fn bad_login(addr: SocketAddr) -> String {
     c.auth_plain(crate::smtp::USER, WRONG).await
 }
 
+/// The JSON of each section after the sessions of [`page_and_json_after_real_sessions`].
+fn assert_sections(s: &Value, upstream: SocketAddr, smtp_addr: SocketAddr, id: &str) {
+    assert_eq!(s["accounts"][0]["address"], "12345@qq.com", "{s}");
+    assert_eq!(s["accounts"][0]["servers"][0]["protocol"], "smtp", "{s}");
+    assert_eq!(
+        s["accounts"][0]["servers"][0]["server"],
+        upstream.to_string(),
+        "{s}"
+    );
+    let smtp = &s["listeners"][0];
+    assert_eq!(smtp["protocol"], "smtp", "{s}");
+    assert_eq!(smtp["address"], smtp_addr.to_string(), "{s}");
+    assert_eq!(smtp["security"], "starttls", "{s}");
+    assert_eq!(smtp["min_tls"], "1.2", "{s}");
+    assert_eq!(s["lockouts"][0]["host"], "127.0.0.1", "{s}");
+    assert!(s["lockouts"][0]["seconds_left"].as_u64() > Some(0), "{s}");
+    let msg = &s["queue"]["messages"][0];
+    assert_eq!(msg["id"], id, "{s}");
+    assert_eq!(msg["recipients"][0]["address"], crate::smtp::RCPT, "{s}");
+    assert!(msg["size"].as_u64() > Some(0), "{s}");
+}
+
+/// The page in English (default), in 中文 (`Accept-Language`) and by the switch.
+async fn assert_html(web: &mut Browser, id: &str) {
+    let en = web.go("GET", "/", &[], None).await;
+    assert_eq!(en.status, 200, "{en:?}");
+    for needle in [
+        "Accounts",
+        "12345@qq.com",
+        id,
+        "127.0.0.1",
+        "Unlock",
+        "Retry",
+    ] {
+        assert!(en.body.contains(needle), "{needle} missing:\n{}", en.body);
+    }
+    let csp = en.header("content-security-policy");
+    assert!(csp.is_some(), "{}", en.head);
+    let zh = web
+        .go("GET", "/", &[("Accept-Language", "zh-CN,zh;q=0.9")], None)
+        .await;
+    for needle in ["账户", "发送队列", "解锁", "重试", id] {
+        assert!(zh.body.contains(needle), "{needle} missing:\n{}", zh.body);
+    }
+    let switched = web.go("GET", "/?lang=zh", &[], None).await;
+    assert!(switched.body.contains("账户") && switched.head.contains("lang=zh"));
+}
+
+/// POSTs without the token, with a wrong one, or without the session cookie: 403.
+async fn assert_forgeries_refused(web: &mut Browser, cookie: &str, csrf: &str, id: &str) {
+    let forms = [
+        (Some(cookie), "host=127.0.0.1".to_string()),
+        (Some(cookie), "host=127.0.0.1&csrf=00".to_string()),
+        (None, format!("host=127.0.0.1&csrf={csrf}")),
+    ];
+    for (cookie, form) in forms {
+        let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
+        let host = web.addr.to_string();
+        let req = request("POST", "/unlock", &host, &headers, Some(&form));
+        let a = exchange(web.addr, &req).await;
+        assert_eq!(a.status, 403, "{form}: {a:?}");
+    }
+    let forged = format!("id={id}");
+    let a = web.go("POST", "/queue/retry", &[], Some(&forged)).await;
+    assert_eq!(a.status, 403, "{a:?}");
+}
+
 #[tokio::test]
 async fn page_and_json_after_real_sessions() {
     let ca = TestCa::new("admin page CA");
@@ -163,74 +230,14 @@ async fn page_and_json_after_real_sessions() {
     let s = web.status().await;
     let cookie = web.cookie.clone().expect("a session cookie on loopback");
     assert!(web.seen[0].contains("HttpOnly") && web.seen[0].contains("SameSite=Strict"));
-    assert_eq!(s["accounts"][0]["address"], "12345@qq.com", "{s}");
-    assert_eq!(s["accounts"][0]["servers"][0]["protocol"], "smtp", "{s}");
-    assert_eq!(
-        s["accounts"][0]["servers"][0]["server"],
-        upstream.to_string(),
-        "{s}"
-    );
-    let smtp = &s["listeners"][0];
-    assert_eq!(smtp["protocol"], "smtp", "{s}");
-    assert_eq!(smtp["address"], proxy.smtp_addr().to_string(), "{s}");
-    assert_eq!(smtp["security"], "starttls", "{s}");
-    assert_eq!(smtp["min_tls"], "1.2", "{s}");
-    assert_eq!(s["lockouts"][0]["host"], "127.0.0.1", "{s}");
-    assert!(s["lockouts"][0]["seconds_left"].as_u64() > Some(0), "{s}");
-    let msg = &s["queue"]["messages"][0];
-    assert_eq!(msg["id"], id.as_str(), "{s}");
-    assert_eq!(msg["recipients"][0]["address"], crate::smtp::RCPT, "{s}");
-    assert!(msg["size"].as_u64() > Some(0), "{s}");
+    assert_sections(&s, upstream, proxy.smtp_addr(), &id);
     let csrf = s["csrf_token"].as_str().expect("csrf_token").to_string();
 
     // HTML, English and 中文.
-    let en = web.go("GET", "/", &[], None).await;
-    assert_eq!(en.status, 200, "{en:?}");
-    for needle in [
-        "Accounts",
-        "12345@qq.com",
-        &id,
-        "127.0.0.1",
-        "Unlock",
-        "Retry",
-    ] {
-        assert!(en.body.contains(needle), "{needle} missing:\n{}", en.body);
-    }
-    assert!(
-        en.header("content-security-policy").is_some(),
-        "{}",
-        en.head
-    );
-    let zh = web
-        .go("GET", "/", &[("Accept-Language", "zh-CN,zh;q=0.9")], None)
-        .await;
-    for needle in ["账户", "发送队列", "解锁", "重试", &id] {
-        assert!(zh.body.contains(needle), "{needle} missing:\n{}", zh.body);
-    }
-    let switched = web.go("GET", "/?lang=zh", &[], None).await;
-    assert!(switched.body.contains("账户") && switched.head.contains("lang=zh"));
+    assert_html(&mut web, &id).await;
 
     // CSRF: no token, a wrong one, or no session cookie: 403, nothing changes.
-    let forms = [
-        (Some(cookie.as_str()), "host=127.0.0.1".to_string()),
-        (Some(cookie.as_str()), "host=127.0.0.1&csrf=00".to_string()),
-        (None, format!("host=127.0.0.1&csrf={csrf}")),
-    ];
-    for (cookie, form) in forms {
-        let headers: Vec<(&str, &str)> = cookie.map(|c| ("Cookie", c)).into_iter().collect();
-        let req = request(
-            "POST",
-            "/unlock",
-            &web.addr.to_string(),
-            &headers,
-            Some(&form),
-        );
-        let a = exchange(web.addr, &req).await;
-        assert_eq!(a.status, 403, "{form}: {a:?}");
-    }
-    let forged = format!("id={id}");
-    let a = web.go("POST", "/queue/retry", &[], Some(&forged)).await;
-    assert_eq!(a.status, 403, "{a:?}");
+    assert_forgeries_refused(&mut web, &cookie, &csrf, &id).await;
     assert_eq!(web.status().await["lockouts"][0]["host"], "127.0.0.1");
 
     // Unlock with the token: the address may log in again.
