@@ -323,12 +323,16 @@ start_proxy() {
     sleep 0.05
   done
   grep -q '"message":"ready"' "$logf" || return 1
-  listener() {
-    grep '"message":"listening"' "$logf" | grep "\"protocol\":\"$1\"" | head -n 1 \
+  listener() {  # protocol [tls mode]
+    grep '"message":"listening"' "$logf" | grep "\"protocol\":\"$1\"" \
+      | { if [ -n "${2:-}" ]; then grep "\"tls\":\"$2\""; else cat; fi; } | head -n 1 \
       | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p'
   }
-  PX_SMTP=$(listener smtp) PX_IMAP=$(listener imap) PX_POP3=$(listener pop3) PX_ADMIN=$(listener admin)
-  [ -n "$PX_SMTP" ] && [ -n "$PX_IMAP" ] && [ -n "$PX_POP3" ] && [ -n "$PX_ADMIN" ]
+  PX_SMTP=$(listener smtp plain) PX_IMAP=$(listener imap plain) PX_POP3=$(listener pop3 plain)
+  PXA_SMTP=$(listener smtp auto) PXA_IMAP=$(listener imap auto) PXA_POP3=$(listener pop3 auto)
+  PX_ADMIN=$(listener admin)
+  [ -n "$PX_SMTP" ] && [ -n "$PX_IMAP" ] && [ -n "$PX_POP3" ] && [ -n "$PX_ADMIN" ] \
+    && [ -n "$PXA_SMTP" ] && [ -n "$PXA_IMAP" ] && [ -n "$PXA_POP3" ]
 }
 if start_proxy "$PX/proxy.log"; then
   PROXY_PID=$STARTED_PID
@@ -341,11 +345,11 @@ fi
 # --- peers --------------------------------------------------------------------------------
 # One peer spec per line: label|mode|addr|user|pass[|e2e].
 peers_for() {
-  local proto="$1" kind="$2" uport sport dport="" px
+  local proto="$1" kind="$2" uport sport dport="" px pxa
   case "$proto" in
-    smtp) uport=$USMTP sport=$SSMTP px=$PX_SMTP ;;
-    imap) uport=$UIMAP sport=$SIMAP dport=$DIMAP px=$PX_IMAP ;;
-    pop3) uport=$UPOP3 sport=$SPOP3 dport=$DPOP3 px=$PX_POP3 ;;
+    smtp) uport=$USMTP sport=$SSMTP px=$PX_SMTP pxa=$PXA_SMTP ;;
+    imap) uport=$UIMAP sport=$SIMAP dport=$DIMAP px=$PX_IMAP pxa=$PXA_IMAP ;;
+    pop3) uport=$UPOP3 sport=$SPOP3 dport=$DPOP3 px=$PX_POP3 pxa=$PXA_POP3 ;;
   esac
   echo "direct|tls|127.0.0.1:$uport|$EMAIL|$CODE"
   [ "$HAVE_STUNNEL" -eq 1 ] && echo "stunnel|plain|127.0.0.1:$sport|$EMAIL|$CODE"
@@ -356,7 +360,12 @@ peers_for() {
     [ "$HAVE_DOVECOT" -eq 1 ] && echo "dovecot|plain|127.0.0.1:$dport|$LOCAL_USER|$LOCAL_PASS"
   fi
   echo "proxy|plain|$px|$LOCAL_USER|$LOCAL_PASS"
-  [ "$kind" = latency ] && echo "proxy-starttls|starttls|$px|$LOCAL_USER|$LOCAL_PASS"
+  if [ "$kind" = latency ]; then
+    echo "proxy-starttls|starttls|$px|$LOCAL_USER|$LOCAL_PASS"
+    # auto://: a plaintext client waits for the sniffing window, a TLS client does not.
+    echo "proxy-auto|plain|$pxa|$LOCAL_USER|$LOCAL_PASS"
+    echo "proxy-auto-tls|tls|$pxa|$LOCAL_USER|$LOCAL_PASS"
+  fi
   return 0
 }
 peer_args() {

@@ -1,9 +1,9 @@
 //! Everything sessions share, built from one validated [`Config`]: the local users'
 //! authenticator, the STARTTLS acceptor, one verified TLS client config per account, and
 //! what was learnt from upstreams. Rebuilt whole on SIGHUP; sessions keep the one they
-//! started with. Only [`Kept`] passes from one runtime to the next: the counters and the
-//! guessing defences' state (a reload must not forgive failures, end lockouts or
-//! throttles).
+//! started with. Only [`Kept`] passes from one runtime to the next: the counters, the
+//! activity record and the guessing defences' state (a reload must not forgive failures,
+//! end lockouts or throttles, nor blank the status page).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use thiserror::Error;
 use tokio_rustls::TlsAcceptor;
 
+use crate::activity::Activity;
 use crate::auth::{Authenticator, Guards};
 use crate::config::{Account, Config, User};
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct Kept {
     pub guards: Guards,
     /// The queue's intake, set once by `serve` after the deliverer started (issue 12).
     pub queue: Arc<OnceLock<Intake>>,
+    /// What the status page shows: recent sessions, devices, upstream logins (issue 14).
+    pub activity: Arc<Activity>,
 }
 
 /// Shared session state.
@@ -56,6 +59,8 @@ pub struct Runtime {
     /// Where queue-mode sessions put messages (empty until `serve` started the
     /// deliverer; shared across reloads).
     pub queue: Arc<OnceLock<Intake>>,
+    /// The activity record behind the status page (kept across reloads).
+    pub activity: Arc<Activity>,
     /// Warm upstream spares (`None` when `warm_upstream_ttl` is 0, and for `check`).
     pub pool: Option<Arc<crate::upstream::pool::Pool>>,
 }
@@ -68,6 +73,7 @@ impl Runtime {
             metrics,
             guards,
             queue,
+            activity,
         } = kept;
         let needs_tls = [
             config.smtp.as_ref().map(|s| &s.listener),
@@ -104,6 +110,7 @@ impl Runtime {
             smtp_size: Mutex::new(HashMap::new()),
             metrics,
             queue,
+            activity,
         })
     }
 
@@ -150,6 +157,7 @@ impl Runtime {
             smtp_size: Mutex::new(HashMap::new()),
             metrics: Arc::new(Metrics::default()),
             queue: Arc::default(),
+            activity: Arc::default(),
             pool: None,
         })
     }
@@ -160,6 +168,7 @@ impl Runtime {
             metrics: self.metrics.clone(),
             guards: self.auth.guards(),
             queue: self.queue.clone(),
+            activity: self.activity.clone(),
         }
     }
 

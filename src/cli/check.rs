@@ -1,7 +1,7 @@
-//! Operator commands that look at a configuration: `check` (log in upstream with lettre
-//! for SMTP and with the proxy's own IMAP and POP3 login code — what `serve` does — one
-//! line per service with a hint, each bounded by `upstream_timeout`), `send-test` and
-//! `healthcheck`. `check-config`'s output is `describe`'s.
+//! Operator commands that look at a configuration: `check` (log in upstream with the
+//! proxy's own SMTP, IMAP and POP3 login code — exactly what `serve` does, so the same TLS
+//! verification and the same hints — one line per service, each bounded by
+//! `upstream_timeout`), `send-test` (a message through lettre) and `healthcheck`. `check-config`'s output is `describe`'s.
 
 use std::time::Duration;
 
@@ -63,9 +63,7 @@ fn smtp_hint(e: &lettre::transport::smtp::Error, server: &ServerAddr) -> &'stati
     }
     match () {
         _ if text.contains("frequency") => hint::RATE_LIMITED,
-        _ if text.contains("certificate") => {
-            "certificate problem: check the clock; ca_file only for private CAs"
-        }
+        _ if text.contains("certificate") => hint::TLS_UNTRUSTED,
         _ if text.contains("timed out") => silence_hint(server),
         _ if text.contains("refused") || text.contains("resolve") => {
             "network problem: check the server name, port, DNS and firewall"
@@ -122,17 +120,6 @@ async fn check_login(
         })
 }
 
-async fn check_smtp(a: &Account, server: &ServerAddr, timeout: Duration) -> Result<String, String> {
-    match smtp_transport(a, server, timeout) {
-        Ok(t) => match t.test_connection().await {
-            Ok(true) => Ok("OK".to_string()),
-            Ok(false) => Err("connected but NOOP failed".to_string()),
-            Err(e) => Err(format!("{e} — {}", smtp_hint(&e, server))),
-        },
-        Err(e) => Err(format!("{e:#}")),
-    }
-}
-
 /// One service's check: the account, `smtp` / `imap` / `pop3`, the server, and `OK` or
 /// what failed with its hint.
 #[derive(Debug, Clone)]
@@ -141,7 +128,7 @@ pub(crate) struct CheckLine {
     pub(crate) account: String,
     /// `smtp`, `imap` or `pop3`.
     pub(crate) service: &'static str,
-    /// `host:port` (with `tls://` for implicit TLS).
+    /// `host:port` (with `starttls://` when not implicit TLS).
     pub(crate) server: String,
     /// `Ok("OK")`, or the failure and its hint.
     pub(crate) result: Result<String, String>,
@@ -153,24 +140,20 @@ pub(crate) async fn run_all(config: &Config, rt: &crate::runtime::Runtime) -> Ve
     use crate::proto::Protocol;
     let timeout = config.limits.upstream_timeout;
     let mut lines = Vec::new();
-    let line = |a: &Account, service, server: &ServerAddr, result| CheckLine {
-        account: a.id.clone(),
-        service,
-        server: server.to_string(),
-        result,
-    };
     for a in &config.accounts {
-        if let Some(server) = &a.smtp {
-            let result = bounded(server, timeout, check_smtp(a, server, timeout)).await;
-            lines.push(line(a, "smtp", server, result));
-        }
-        for (name, server, protocol) in [
+        for (service, server, protocol) in [
+            ("smtp", &a.smtp, Protocol::Smtp),
             ("imap", &a.imap, Protocol::Imap),
             ("pop3", &a.pop3, Protocol::Pop3),
         ] {
             if let Some(server) = server {
                 let result = bounded(server, timeout, check_login(rt, a, protocol)).await;
-                lines.push(line(a, name, server, result));
+                lines.push(CheckLine {
+                    account: a.id.clone(),
+                    service,
+                    server: server.to_string(),
+                    result,
+                });
             }
         }
     }

@@ -125,6 +125,12 @@ fn load_without_code(path: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
+/// [`load`] for a command that reads only this machine's state (`ca export`, `queue`,
+/// `healthcheck`): it works in a shell that has neither `QQMAIL_EMAIL` nor the code.
+fn load_local(path: Option<&Path>) -> Result<Config> {
+    Ok(Config::load_for(path, &ProcessEnv, CodeNeed::LocalOnly)?)
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let log_format = cli.log_format.map(|f| match f {
@@ -177,9 +183,9 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::providers::table());
             Ok(())
         }
-        Command::Healthcheck => check::healthcheck(&load_without_code(path)?),
-        Command::Queue { action } => queue::run(&load_without_code(path)?, action),
-        Command::Ca { action } => ca::run(&load_without_code(path)?, action),
+        Command::Healthcheck => check::healthcheck(&load_local(path)?),
+        Command::Queue { action } => queue::run(&load_local(path)?, action),
+        Command::Ca { action } => ca::run(&load_local(path)?, action),
     }
 }
 

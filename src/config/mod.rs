@@ -421,7 +421,8 @@ impl Config {
         if path.is_none() {
             defaults.fill(&mut raw, false);
         }
-        env::apply(&mut raw, env, path.is_some())?;
+        // A local-only command needs no account, so no QQMAIL_EMAIL either.
+        env::apply(&mut raw, env, path.is_some() || need == CodeNeed::LocalOnly)?;
         let mut config = validate::validate(raw, env, need)?;
         config.warnings.extend(legacy);
         config.listen_origins = origins;

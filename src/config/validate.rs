@@ -30,6 +30,10 @@ pub enum CodeNeed {
     Required,
     /// Commands that never log in upstream: a missing code is a warning.
     Optional,
+    /// Commands that read only this machine's own state (`ca export`, `queue`,
+    /// `healthcheck`): neither a code nor an account is needed, so they work in a shell
+    /// without `QQMAIL_EMAIL` (a missing code is not even a warning there).
+    LocalOnly,
 }
 
 pub(super) fn validate(
@@ -38,7 +42,7 @@ pub(super) fn validate(
     need: CodeNeed,
 ) -> Result<Config, ConfigError> {
     let mut warnings = Vec::new();
-    if raw.account.is_empty() {
+    if raw.account.is_empty() && need != CodeNeed::LocalOnly {
         return Err(invalid(
             "[[account]]",
             "no account configured: add an [[account]] with email, provider and auth_code_env \
@@ -269,7 +273,7 @@ fn validate_account(
         Ok(found) => found,
         // Commands that never log in (check-config, reset-password, ...) still work
         // without the code: they say it is unset instead of refusing to run.
-        Err(e) if need == CodeNeed::Optional => {
+        Err(e) if need != CodeNeed::Required => {
             warnings.push(format!(
                 "{e} (only `serve`, `check` and `send-test` need it)"
             ));

@@ -7,7 +7,7 @@
 //! with [`LoginPhase::login_result`].
 
 use bytes::BytesMut;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secrets::Secret;
 
@@ -31,8 +31,10 @@ mod hardening_tests;
 /// pre-auth deadline.
 pub const MAX_ERRORS: u32 = 20;
 
-/// The three protocols the proxy serves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The three protocols the proxy serves (as JSON: `"smtp"`, `"imap"`, `"pop3"`, the same
+/// as [`Protocol::name`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// SMTP submission (RFC 5321, RFC 4954).
     Smtp,

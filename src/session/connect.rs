@@ -1,6 +1,6 @@
 //! The upstream side of a login: connect to the account's server for a protocol (a warm
 //! spare when one is ready), verify its certificate, log in with the stored code, and
-//! record the result in the metrics and the log.
+//! record the result in the metrics, the activity record and the log.
 
 use std::time::Instant;
 
@@ -93,6 +93,9 @@ pub(crate) async fn login_upstream(
         }
     };
     let server_name = server.to_string();
+    let login = (account.id.as_str(), protocol, server_name.as_str());
+    rt.activity
+        .upstream_login(login, result.as_ref().map(|_| ()));
     match &result {
         Ok((up, _)) => {
             if let Upstream::Smtp(s) = up {

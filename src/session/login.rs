@@ -230,8 +230,18 @@ async fn login<P: LoginPhase>(
     let (outcome, pending) = verify::<P>(cx, &creds, report).await;
     drop(creds);
     let succeeded = matches!(outcome, LoginOutcome::Success { .. });
+    // A local refusal is noted as the client saw it; an upstream one `verify` noted as
+    // the upstream said it.
+    let local_refusal = matches!(
+        outcome,
+        LoginOutcome::BadCredentials | LoginOutcome::TooManyFailures
+    );
     let io_timeout = cx.rt.config.limits.pre_auth_timeout;
-    match phase.login_result(outcome) {
+    let reply = phase.login_result(outcome);
+    if let (true, Action::Reply(bytes) | Action::Close(bytes)) = (local_refusal, &reply) {
+        report.note_reply(bytes);
+    }
+    match reply {
         Action::Reply(bytes) => {
             if !send(client, &bytes, io_timeout, report).await {
                 return stop(report, Outcome::Error);
@@ -287,6 +297,7 @@ async fn verify<P: LoginPhase>(
                 }
                 Err(e) => {
                     report.outcome = Outcome::UpstreamError;
+                    report.note_error(&e.to_string());
                     let outcome = if e.is_rejection() {
                         LoginOutcome::UpstreamRejected
                     } else {
@@ -314,7 +325,8 @@ async fn verify<P: LoginPhase>(
             // Nothing was checked: a temporary failure, which clients retry.
             info!(client = %cx.peer, "local login deferred: too many password checks at once");
             report.user = None;
-            let reason = "too many logins at once, try again shortly".into();
+            let reason: String = "too many logins at once, try again shortly".into();
+            report.note_error(&reason);
             (LoginOutcome::UpstreamUnavailable { reason }, None)
         }
         Verdict::LockedOut => {

@@ -121,7 +121,7 @@ pub async fn run<P: LoginPhase>(
     let host = Host::of_peer(peer.ip(), tcp.local_addr().ok().map(|a| a.ip()));
     let Some(client) = accept::open(&rt, tcp, peer, mode, &mut phase, &mut report).await else {
         report.outcome = Outcome::TlsFailed;
-        return end(&rt, protocol, started, report, slot);
+        return end(&rt, (protocol, peer, host), started, report, slot);
     };
     let mut buf = BytesMut::with_capacity(PRE_AUTH_READ);
     let cx = login::Ctx {
@@ -146,7 +146,7 @@ pub async fn run<P: LoginPhase>(
                         relay::splice(client, buf, stream, leftover, limits.idle_timeout, shutdown)
                             .await;
                     finish_splice(&mut report, ended);
-                    return end(&rt, protocol, started, report, slot);
+                    return end(&rt, (protocol, peer, host), started, report, slot);
                 }
                 // Relay, or fallback (a queue login never reaches the upstream here).
                 Upstream::Smtp(up) => match delivery_of(&rt, &report) {
@@ -172,14 +172,14 @@ pub async fn run<P: LoginPhase>(
         )
         .await;
     }
-    end(&rt, protocol, started, report, slot)
+    end(&rt, (protocol, peer, host), started, report, slot)
 }
 
 /// Counts the session's end, frees its slot, then logs it (so whoever sees the line may
-/// connect again at once).
+/// connect again at once) and records it for the status page.
 fn end(
     rt: &Runtime,
-    protocol: Protocol,
+    (protocol, peer, host): (Protocol, SocketAddr, Host),
     started: Instant,
     report: Report,
     slot: impl Seat,
@@ -215,6 +215,8 @@ fn end(
     } else {
         session_end!(tracing::Level::INFO);
     }
+    rt.activity
+        .session_ended(protocol, peer.ip(), host, &report);
     report
 }
 

@@ -317,6 +317,7 @@ impl Relay<'_> {
                     return self.queued_mail(path, params).await;
                 }
                 Err(e) => {
+                    self.report.note_error(&e.to_string());
                     let text = if e.is_rejection() {
                         "451 4.7.0 upstream rejected the stored authorization code; message not sent\r\n"
                             .to_string()
@@ -448,7 +449,7 @@ impl Relay<'_> {
     async fn upstream_lost(&mut self) -> bool {
         self.tx = Tx::Idle;
         warn!(account = %self.account.id, "upstream SMTP connection lost; client told 451");
-        self.send(b"451 4.4.2 Error: connection to the upstream server was lost; try again\r\n")
+        self.fail("451 4.4.2 Error: connection to the upstream server was lost; try again\r\n")
             .await
     }
 
@@ -524,6 +525,13 @@ impl Relay<'_> {
     /// not be left talking to a session whose upstream has gone.
     async fn pass_on(&mut self, r: &Reply) -> bool {
         self.send(&r.raw).await && r.code != 421
+    }
+
+    /// Sends the proxy's own refusal of a message (the upstream lost, the queue unable to
+    /// store it), noting it as the session's error.
+    async fn fail(&mut self, text: &str) -> bool {
+        self.report.note_reply(text.as_bytes());
+        self.send(text.as_bytes()).await
     }
 
     async fn send(&mut self, bytes: &[u8]) -> bool {

@@ -28,6 +28,12 @@ pub const TOO_LARGE: &str = "the message is larger than the provider accepts (QQ
 pub const FROM_HEADER: &str = "the provider wants a valid From: header: set [smtp] \
      add_missing_headers = true or rewrite_sender = \"header\"";
 
+/// A TLS handshake with the provider failed verification (the error names why).
+pub const TLS_UNTRUSTED: &str = "the provider's certificate could not be verified (the \
+     reason is in the error): for a public provider check this machine's clock and that \
+     nothing intercepts TLS (antivirus, a company proxy); for your own server set ca_file to \
+     the CA that signed its certificate";
+
 /// A hint for an upstream `reply` (its code and text, as received), or `None` when the
 /// reply is no known refusal.
 pub fn for_reply(reply: &[u8]) -> Option<&'static str> {

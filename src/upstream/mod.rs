@@ -172,10 +172,7 @@ impl UpstreamError {
                 "check the server name and port, DNS, and that this machine may reach the provider \
                  (firewall, proxy)",
             ),
-            UpstreamError::Tls { .. } => Some(
-                "the server's certificate could not be verified: check this machine's clock; set \
-                 ca_file only for a server with a private CA",
-            ),
+            UpstreamError::Tls { .. } => Some(hint::TLS_UNTRUSTED),
             UpstreamError::NoStartTls { .. } => Some(
                 "the server offers no STARTTLS: use its implicit-TLS port (tls://host:port) instead",
             ),

@@ -250,6 +250,8 @@ fn section_latency(out: &mut String, r: &Results) {
             ("dovecot", "Dovecot proxy"),
             ("proxy", "qqmail-proxy, plaintext"),
             ("proxy-starttls", "qqmail-proxy, local STARTTLS"),
+            ("proxy-auto", "qqmail-proxy, `auto://`, plaintext client"),
+            ("proxy-auto-tls", "qqmail-proxy, `auto://`, TLS client"),
         ] {
             let Some(v) = r.get("latency", proto, peer) else {
                 continue;
@@ -273,7 +275,10 @@ fn section_latency(out: &mut String, r: &Results) {
         "\nThe last column is the proxy's own `qqmail_proxy_login_seconds` (from its /metrics): \
          upstream TCP connect + TLS handshake + greeting + login, averaged over both proxy rows; \
          when a warm spare (already connected, verified and greeted) serves the login, only the \
-         login itself. It starts only after the client's login command has arrived.\n\n",
+         login itself. It starts only after the client's login command has arrived. \
+         An `auto://` listener waits up to 100 ms for a TLS ClientHello before it greets: a \
+         plaintext client (which waits for the greeting) pays that wait once per session, a \
+         TLS client (which speaks first) does not; plain and `tls://` listeners never wait.\n\n",
     );
 }
 

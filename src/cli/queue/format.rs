@@ -55,10 +55,7 @@ pub fn hint(e: &LastError) -> &'static str {
         Class::Permanent => {
             "the provider refused this message or recipient for good: it is bounced to the sender"
         }
-        _ if has(b"certificate") || has(b"tls") => {
-            "the server's certificate could not be verified: check this machine's clock; set \
-             ca_file only for a server with a private CA"
-        }
+        _ if has(b"certificate") || has(b"tls") => crate::upstream::hint::TLS_UNTRUSTED,
         _ if has(b"cannot reach") || has(b"timed out") || has(b"timeout") => {
             "the provider could not be reached: check the network, DNS and firewall; the queue \
              retries with back-off until [queue] max_age"

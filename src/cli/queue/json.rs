@@ -110,36 +110,13 @@ mod tests {
 
     use super::*;
     use crate::queue::classify::Class;
-    use crate::queue::store::{BodySum, LastError, QueueId, Recipient};
+    use crate::queue::store::LastError;
 
     fn env(null_sender: bool, last_error: Option<LastError>) -> Envelope {
         Envelope {
-            id: QueueId::parse("0190A0B0C0D0E12345678").expect("id"),
-            account: "main".into(),
-            sender: "printer@qq.com".into(),
             null_sender,
-            recipients: vec![
-                Recipient::pending("bob@example.com"),
-                Recipient {
-                    addr: "carol@example.com".into(),
-                    state: RcptState::Delivered,
-                },
-                Recipient {
-                    addr: "dave@example.com".into(),
-                    state: RcptState::Failed {
-                        reply: b"550 5.1.1 \"no\" such user\r\n".to_vec(),
-                    },
-                },
-            ],
-            queued_at: UNIX_EPOCH + Duration::from_secs(1000),
-            next_attempt: UNIX_EPOCH + Duration::from_secs(1400),
-            attempts: 2,
             last_error,
-            possibly_duplicated: false,
-            body: BodySum {
-                len: 4321,
-                sha256: [0; 32],
-            },
+            ..crate::queue::store::envelope::sample(b"550 5.1.1 \"no\" such user\r\n")
         }
     }
 

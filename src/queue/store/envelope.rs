@@ -362,5 +362,41 @@ fn unescape_str(s: &str) -> Option<String> {
     String::from_utf8(unescape(s)?).ok()
 }
 
+/// For the tests of everything that shows or stores envelopes: a message with three
+/// recipients — one pending, one delivered, one failed with `failed_reply` — queued at
+/// 1000 s after the epoch, next attempt at 1400 s, two attempts, no error yet. Tests set
+/// the fields they are about with `Envelope { .., ..sample(reply) }`.
+#[cfg(test)]
+pub(crate) fn sample(failed_reply: &[u8]) -> Envelope {
+    Envelope {
+        id: QueueId::parse("0190A0B0C0D0E12345678").expect("id"),
+        account: "main".into(),
+        sender: "printer@qq.com".into(),
+        null_sender: false,
+        recipients: vec![
+            Recipient::pending("bob@example.com"),
+            Recipient {
+                addr: "carol@example.com".into(),
+                state: RcptState::Delivered,
+            },
+            Recipient {
+                addr: "dave@example.com".into(),
+                state: RcptState::Failed {
+                    reply: failed_reply.to_vec(),
+                },
+            },
+        ],
+        queued_at: UNIX_EPOCH + Duration::from_secs(1000),
+        next_attempt: UNIX_EPOCH + Duration::from_secs(1400),
+        attempts: 2,
+        last_error: None,
+        possibly_duplicated: false,
+        body: BodySum {
+            len: 4321,
+            sha256: [0; 32],
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -250,25 +250,27 @@ impl Relay<'_> {
         size: usize,
     ) -> bool {
         let (sender, recipients) = self.tx.take();
+        let envelope = (sender.as_str(), recipients.as_slice());
         if let Some(why) = refused {
-            warn!(from = %sender, size, "message refused: {}", why.reason());
-            return self.send(why.reply().as_bytes()).await;
+            let text = why.reply();
+            self.log_not_sent(why.reason(), envelope, size, text.as_bytes());
+            return self.fail(text).await;
         }
         if let Some((why, salvaged)) = interrupted {
             return match salvaged {
                 Some(r) => {
                     debug!(reason = %why, "the upstream refused before the end of the message");
-                    let envelope = (sender.as_str(), recipients.as_slice());
                     self.log_message("refused by upstream during DATA", envelope, size, &r.raw);
                     self.pass_on(&r).await
                 }
                 None => {
-                    warn!(from = %sender, size, error = %why, "upstream failed during DATA; client told 451");
-                    self.send(reply::DATA_LOST.as_bytes()).await
+                    let why = format!("the upstream failed during DATA: {why}");
+                    self.log_not_sent(&why, envelope, size, reply::DATA_LOST.as_bytes());
+                    self.fail(reply::DATA_LOST).await
                 }
             };
         }
-        self.upstream_verdict((&sender, &recipients), size).await
+        self.upstream_verdict(envelope, size).await
     }
 
     /// The upstream's reply to the end of data (`Err(None)`: no upstream).
@@ -282,19 +284,22 @@ impl Relay<'_> {
 
     /// Reads and passes on the upstream's reply to the end of data.
     async fn upstream_verdict(&mut self, envelope: (&str, &[String]), size: usize) -> bool {
-        let sender = envelope.0;
         match self.read_verdict().await {
             Ok(r) => self.pass_verdict(envelope, size, &r).await,
             Err(e) => {
                 self.up = None;
                 let timed_out = matches!(e, Some(ReplyError::Line(LineError::Timeout)));
-                warn!(from = %sender, size, error = ?e.map(|e| e.to_string()), "upstream failed during DATA; client told 451");
                 let text = if timed_out {
                     reply::DATA_TIMEOUT
                 } else {
                     reply::DATA_LOST
                 };
-                self.send(text.as_bytes()).await
+                let why = match e {
+                    Some(e) => format!("no verdict from the upstream after the data: {e}"),
+                    None => "no upstream connection for the data".to_string(),
+                };
+                self.log_not_sent(&why, envelope, size, text.as_bytes());
+                self.fail(text).await
             }
         }
     }

@@ -110,7 +110,7 @@ impl Relay<'_> {
         if let Err(e) = room {
             let e = e.map_or("the queue is not running".to_string(), |e| e.to_string());
             warn!(account = %self.account.id, error = %e, "queue: message refused at MAIL; client told 452");
-            return self.send(STORE_FAULT.as_bytes()).await;
+            return self.fail(STORE_FAULT).await;
         }
         q.env = Envelope {
             sender,
@@ -156,13 +156,13 @@ impl Relay<'_> {
             Some(i) => super::sink::begin(&i.store, msg, None).await,
             None => {
                 self.tx = Tx::Idle;
-                return self.send(STORE_FAULT.as_bytes()).await;
+                return self.fail(STORE_FAULT).await;
             }
         };
         if let Err(e) = &writer {
             warn!(account = %self.account.id, error = %e, "queue: cannot start a message; client told 452");
             self.tx = Tx::Idle;
-            return self.send(STORE_FAULT.as_bytes()).await;
+            return self.fail(STORE_FAULT).await;
         }
         if !self.send(b"354 End data with <CR><LF>.<CR><LF>\r\n").await {
             return false;
@@ -184,12 +184,14 @@ impl Relay<'_> {
         let (sender, recipients) = self.tx.take();
         let size = m.size;
         if let Some(why) = m.refused {
-            warn!(from = %sender, size, "message refused: {}", why.reason());
-            return self.send(why.reply().as_bytes()).await;
+            let text = why.reply();
+            let envelope = (sender.as_str(), recipients.as_slice());
+            self.log_not_sent(why.reason(), envelope, size, text.as_bytes());
+            return self.fail(text).await;
         }
         let writer = match m.sink {
             Sink::Store(w) => w.finish(),
-            _ => return self.send(STORE_FAULT.as_bytes()).await,
+            _ => return self.fail(STORE_FAULT).await,
         };
         let intake = self.mode.queue().and_then(|q| q.intake.clone());
         self.commit_queued(writer, (&sender, &recipients), size, false, intake)
@@ -239,8 +241,9 @@ impl Relay<'_> {
                 self.send(text.as_bytes()).await
             }
             Err(e) => {
-                warn!(from = %envelope.0, size, error = %e, "queue: message not stored; client told 452");
-                self.send(STORE_FAULT.as_bytes()).await
+                let why = format!("the queue could not store it: {e}");
+                self.log_not_sent(&why, envelope, size, STORE_FAULT.as_bytes());
+                self.fail(STORE_FAULT).await
             }
         }
     }

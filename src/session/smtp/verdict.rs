@@ -1,11 +1,12 @@
 //! The gateway's log lines about mail (issue 19, wall 1): one info line per message
-//! handed on (relayed, refused, queued) and one per refusal of a sender or a recipient,
+//! handed on (relayed, refused, queued), one warn line per message not handed on and one per refusal of a sender or a recipient,
 //! each with the local user, the account, the envelope (the sender as sent upstream,
 //! after any rewrite), the reply shown safely and a plain-language hint. A printer cannot
-//! show its owner an error, so this is the only place a refusal can be read. The client's
-//! address is on the session's span; envelopes and replies carry no secret.
+//! show its owner an error, so this is the only place a refusal can be read (besides the
+//! status page: each refusal is also noted as the session's error, `Report::error`). The
+//! client's address is on the session's span; envelopes and replies carry no secret.
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::Relay;
 use crate::net::show;
@@ -36,7 +37,8 @@ impl Relay<'_> {
 
     /// One line for a sender or recipient refused with `raw` (the upstream's reply, or
     /// the proxy's own); `address` is the refused one.
-    pub(super) fn log_refused(&self, at: At, address: &str, raw: &[u8]) {
+    pub(super) fn log_refused(&mut self, at: At, address: &str, raw: &[u8]) {
+        self.report.note_reply(raw);
         let (user, account) = (self.user(), self.account.id.as_str());
         let (reply, hint) = (shown(raw), hint::for_reply(raw));
         match at {
@@ -68,18 +70,47 @@ impl Relay<'_> {
     /// One line for a whole message: `what` it became (`relayed`, `refused by
     /// upstream`, `queued` ...), its envelope and size, and the reply the client got.
     pub(super) fn log_message(
-        &self,
+        &mut self,
         what: &'static str,
         (sender, recipients): (&str, &[String]),
         size: usize,
         raw: &[u8],
     ) {
+        if !raw.starts_with(b"2") {
+            self.report.note_reply(raw);
+        }
         let (user, account) = (self.user(), self.account.id.as_str());
         let (reply, hint) = (shown(raw), hint::for_reply(raw));
         let recipients = recipients.join(",");
         info!(
             user,
             account, sender, recipients, size, reply, hint, "message {what}"
+        );
+    }
+
+    /// One warn line for a message that was NOT handed on after its data arrived: the
+    /// proxy refused it, the upstream failed mid-message, or the queue could not store
+    /// it; `why` says which, `raw` is the reply the client got (a 4xx or 5xx: never a
+    /// false `250`).
+    pub(super) fn log_not_sent(
+        &self,
+        why: &str,
+        (sender, recipients): (&str, &[String]),
+        size: usize,
+        raw: &[u8],
+    ) {
+        let (user, account) = (self.user(), self.account.id.as_str());
+        let reply = shown(raw);
+        let recipients = recipients.join(",");
+        warn!(
+            user,
+            account,
+            sender,
+            recipients,
+            size,
+            reply,
+            reason = why,
+            "message not sent"
         );
     }
 }

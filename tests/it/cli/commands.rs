@@ -400,6 +400,22 @@ async fn commands_that_need_no_code_run_without_one() {
     // `serve` still refuses to start without it, naming the variable.
     let ran = cli(&["serve"], &env, None, tmp.path()).await.failure();
     assert!(ran.stderr.contains("QQMAIL_AUTH_CODE"), "{}", ran.stderr);
+
+    // Commands that read only this machine's state need no account either: a new shell
+    // with just the state directory (the README's `qqmail-proxy ca export > …`).
+    let local = [("QQMAIL_STATE_DIR", state.as_str())];
+    cli(&["queue", "list"], &local, None, tmp.path())
+        .await
+        .success();
+    let ran = cli(&["ca", "export"], &local, None, tmp.path())
+        .await
+        .failure();
+    assert!(
+        ran.stderr.contains("local CA") && ran.stderr.contains("start the proxy once"),
+        "{}",
+        ran.stderr
+    );
+    assert!(!ran.stderr.contains("QQMAIL_EMAIL"), "{}", ran.stderr);
 }
 
 #[tokio::test]

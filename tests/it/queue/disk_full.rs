@@ -115,7 +115,9 @@ async fn disk_full_through_a_session_is_452_and_loses_nothing() {
         "{} of 200 KB fitted in 1 MiB",
         acked.len()
     );
-    let line = proxy.wait_for_log("client told 452", WAIT).await;
+    let line = proxy
+        .wait_for_log("the queue could not store it", WAIT)
+        .await;
     assert!(line.contains("no space left on the device"), "{line}");
     // Still full: refused again, and the session goes on.
     let r = c
@@ -137,7 +139,9 @@ async fn over_max_size_through_a_session_is_452_and_loses_nothing() {
     let (acked, refusal) = send_until_refused(&mut c, 100_000).await;
     assert!(refusal.starts_with("452 4.3.1 "), "{refusal}");
     assert_eq!(acked.len(), 2, "two 100 KB messages in 250 KB");
-    let line = proxy.wait_for_log("client told 452", WAIT).await;
+    let line = proxy
+        .wait_for_log("the queue could not store it", WAIT)
+        .await;
     assert!(line.contains("max_size"), "{line}");
     // Once over it, a declared SIZE= that does not fit is refused at MAIL already.
     let r = c.cmd(&format!("MAIL FROM:<{SENDER}> SIZE=100000")).await;

@@ -92,7 +92,9 @@ async fn over_max_size_is_452_never_250() {
     let big = sample_message(&"x".repeat(400));
     let r = c.send_message(&[RCPT], &dot_stuff(&big)).await;
     assert!(r.starts_with("452 4.3.1 "), "{r}");
-    proxy.wait_for_log("client told 452", WAIT).await;
+    proxy
+        .wait_for_log("the queue could not store it", WAIT)
+        .await;
     // The session goes on, and a message that fits is queued and delivered.
     let small = b"Subject: s\r\n\r\nok\r\n".to_vec();
     let r = c.send_message(&[RCPT], &dot_stuff(&small)).await;

@@ -9,16 +9,6 @@ use super::*;
 const SMUGGLING_554: &str =
     "554 5.6.11 Error: bare CR or LF next to a dot line (SMTP smuggling); message rejected\r\n";
 
-/// MAIL, RCPT, DATA; asserts each is accepted.
-async fn begin(c: &mut Client) {
-    let r = c.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
-    assert!(r.starts_with("250"), "MAIL: {r}");
-    let r = c.cmd(&format!("RCPT TO:<{RCPT}>")).await;
-    assert!(r.starts_with("250"), "RCPT: {r}");
-    let r = c.cmd("DATA").await;
-    assert!(r.starts_with("354"), "DATA: {r}");
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -31,7 +21,7 @@ async fn bare_cr_dot_line_is_refused_and_never_reaches_upstream() {
         b"MAIL FROM:<evil@example.com>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nsmuggled\r\n";
     let look_alikes: [&[u8]; 3] = [b"a\r\n.\r", b"a\r.\r\n", b"a\r.\r"];
     for (i, look_alike) in look_alikes.into_iter().enumerate() {
-        begin(&mut c).await;
+        c.begin_data(&[RCPT]).await;
         // The start of the body on its own (likely its own read, forwarded before the
         // look-alike arrives): what the upstream got of it is what a cut-off DATA records.
         c.send(b"Subject: smuggle\r\n\r\nfirst line\r\n").await;
@@ -78,7 +68,7 @@ async fn header_mode_refuses_an_oversized_header_block() {
         n += 1;
     }
     wire.extend_from_slice(b"From: \"Boss\" <boss@evil.example>\r\n\r\nPay the invoice.\r\n");
-    begin(&mut c).await;
+    c.begin_data(&[RCPT]).await;
     c.send(&wire).await;
     c.send(b".\r\n").await;
     let r = c.reply().await;
@@ -93,7 +83,7 @@ async fn header_mode_refuses_an_oversized_header_block() {
     assert!(gw.fake.messages().is_empty(), "{:#?}", gw.fake.messages());
     // A bare CR inside the header block (a second From to a reader that breaks lines at
     // CR) is refused too, and nothing of it is sent.
-    begin(&mut c).await;
+    c.begin_data(&[RCPT]).await;
     c.send(b"Subject: hi\rFrom: \"Boss\" <boss@evil.example>\r\n\r\nPay.\r\n.\r\n")
         .await;
     let r = c.reply().await;

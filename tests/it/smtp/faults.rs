@@ -118,7 +118,7 @@ async fn upstream_drop_after_data_before_reply_gets_451() {
     );
     assert!(gw.fake.messages().is_empty());
     gw.proxy
-        .wait_for_log("upstream failed during DATA; client told 451", WAIT)
+        .wait_for_log("no verdict from the upstream after the data", WAIT)
         .await;
     gw.assert_no_secret(&[]);
 }
@@ -283,12 +283,7 @@ async fn upstream_reset_on_quit_still_gives_221() {
 async fn client_leaving_mid_data_sends_nothing() {
     let gw = Gateway::start().await;
     let mut c = gw.logged_in().await;
-    assert!(c
-        .cmd(&format!("MAIL FROM:<{SENDER}>"))
-        .await
-        .starts_with("250"));
-    assert!(c.cmd(&format!("RCPT TO:<{RCPT}>")).await.starts_with("250"));
-    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.begin_data(&[RCPT]).await;
     c.send(b"Subject: half\r\n\r\nthe first half, then the client dies\r\n")
         .await;
     drop(c);

@@ -340,9 +340,8 @@ impl Client {
         self.conn = Conn::Tls(Box::new(tls));
     }
 
-    /// MAIL, RCPT (each), DATA, then `wire` (already dot-stuffed, CRLF-terminated) and the
-    /// final dot; returns the reply to the final dot.
-    pub async fn send_message(&mut self, rcpts: &[&str], wire: &[u8]) -> String {
+    /// MAIL FROM [`SENDER`], RCPT (each), DATA; asserts each is accepted.
+    pub async fn begin_data(&mut self, rcpts: &[&str]) {
         let r = self.cmd(&format!("MAIL FROM:<{SENDER}>")).await;
         assert!(r.starts_with("250"), "MAIL: {r}");
         for rcpt in rcpts {
@@ -351,6 +350,12 @@ impl Client {
         }
         let r = self.cmd("DATA").await;
         assert!(r.starts_with("354"), "DATA: {r}");
+    }
+
+    /// [`Client::begin_data`], then `wire` (already dot-stuffed, CRLF-terminated) and the
+    /// final dot; returns the reply to the final dot.
+    pub async fn send_message(&mut self, rcpts: &[&str], wire: &[u8]) -> String {
+        self.begin_data(rcpts).await;
         self.send(wire).await;
         self.send(b".\r\n").await;
         self.reply().await

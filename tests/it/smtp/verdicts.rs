@@ -164,3 +164,35 @@ async fn a_queued_message_is_one_line_with_its_envelope() {
     assert_eq!(e.field("sender"), Some(DEFAULT_USER), "{e:?}");
     assert_eq!(e.field("recipients"), Some(RCPT), "{e:?}");
 }
+
+/// A message the proxy itself refuses (an SMTP-smuggling look-alike, `554 5.6.11`) leaves
+/// one WARN `message not sent` line naming who sent what to whom and the reply the client
+/// got, like the upstream's verdicts above.
+#[tokio::test]
+async fn a_message_the_proxy_refuses_is_one_warn_line_with_its_envelope() {
+    let gw = Gateway::start().await;
+    let mut c = gw.logged_in().await;
+    let wire = b"Subject: smuggle\r\n\r\nbody\n.\nMAIL FROM:<evil@example.com>\r\n";
+    assert!(c
+        .send_message(&[RCPT], wire)
+        .await
+        .starts_with("554 5.6.11"));
+    quit(&gw, c).await;
+    let lines: Vec<LogEvent> = gw
+        .proxy
+        .events()
+        .into_iter()
+        .filter(|e| e.level.as_deref() == Some("WARN"))
+        .filter(|e| e.message().is_some_and(|m| m.contains("message not sent")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", gw.proxy.logs());
+    let e = &lines[0];
+    assert_identity(e);
+    assert_eq!(e.field("recipients"), Some(RCPT), "{e:?}");
+    assert!(
+        e.field("reply")
+            .is_some_and(|r| r.starts_with("554 5.6.11")),
+        "{e:?}"
+    );
+    assert!(e.field("reason").is_some_and(|r| !r.is_empty()), "{e:?}");
+}

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
-use crate::queue::store::{BodySum, QueueId, Recipient};
+use crate::queue::store::BodySum;
 
 fn at(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
@@ -11,35 +11,15 @@ fn at(secs: u64) -> SystemTime {
 
 fn sample() -> Envelope {
     Envelope {
-        id: QueueId::parse("0190A0B0C0D0E12345678").expect("id"),
-        account: "main".into(),
-        sender: "printer@qq.com".into(),
-        null_sender: false,
-        recipients: vec![
-            Recipient::pending("bob@example.com"),
-            Recipient {
-                addr: "carol@example.com".into(),
-                state: RcptState::Delivered,
-            },
-            Recipient {
-                addr: "dave@example.com".into(),
-                state: RcptState::Failed {
-                    reply: b"550 5.1.1 no such user\r\n".to_vec(),
-                },
-            },
-        ],
-        queued_at: at(1000),
-        next_attempt: at(1000 + 400),
-        attempts: 2,
         last_error: Some(LastError {
             class: Class::Temporary,
             text: b"421 4.7.0 try later\r\n\x1b[31m".to_vec(),
         }),
-        possibly_duplicated: false,
         body: BodySum {
             len: 12 * 1024 + 1,
             sha256: [0; 32],
         },
+        ..crate::queue::store::envelope::sample(b"550 5.1.1 no such user\r\n")
     }
 }
 

@@ -5,23 +5,8 @@ fn sample() -> Envelope {
         id: QueueId::parse("0000000000001ABCDEF01").unwrap(),
         account: "alice@qq.com".into(),
         sender: "alice@qq.com".into(),
-        null_sender: false,
-        recipients: vec![
-            Recipient::pending("bob@example.com"),
-            Recipient {
-                addr: "carol@example.com".into(),
-                state: RcptState::Delivered,
-            },
-            Recipient {
-                addr: "dave@example.com".into(),
-                state: RcptState::Failed {
-                    reply: b"550 Mailbox not found \xc4\xe3\xba\xc3 100%\r\n".to_vec(),
-                },
-            },
-        ],
         queued_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         next_attempt: UNIX_EPOCH + Duration::from_secs(1_800_000_060),
-        attempts: 2,
         last_error: Some(LastError {
             class: Class::RateLimited,
             text: b"550 Ip frequency limited\r\n".to_vec(),
@@ -31,6 +16,7 @@ fn sample() -> Envelope {
             len: 12,
             sha256: [7; 32],
         },
+        ..super::sample(b"550 Mailbox not found \xc4\xe3\xba\xc3 100%\r\n")
     }
 }
 
