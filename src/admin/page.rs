@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 use super::i18n::{Lang, Words};
 use super::status::{CheckView, QueueView, Security, Status};
 
+mod activity;
+
 /// HTML-escapes `s` for text and for double-quoted attribute values.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -99,19 +101,31 @@ pub fn login(lang: Lang, csrf: &str, notice: Option<&str>) -> String {
 
 /// The status page. `logout` is the CSRF token when the visitor logged in (so the page
 /// offers to log out).
-pub fn status(s: &Status, lang: Lang, csrf: &str, notice: Option<&str>, logged_in: bool) -> String {
+pub fn status(s: &Status, lang: Lang, csrf: &str, notice: Option<&str>, view: PageView) -> String {
     let w = lang.words();
     let mut body = String::new();
     accounts(&mut body, s, w, csrf);
-    listeners(&mut body, s, w);
+    activity::devices(&mut body, &s.activity, w);
     lockouts(&mut body, s, w, csrf);
     queue(&mut body, s.queue.as_ref(), w, csrf);
+    activity::chart(&mut body, &s.activity.hourly, w);
+    activity::recent(&mut body, &s.activity, w, view.failures_only);
+    listeners(&mut body, s, w);
     let _ = write!(
         body,
         "<p class=\"hint\">qqmail-proxy {} · <a href=\"/api/status\">JSON</a></p>",
         esc(s.version)
     );
-    layout(lang, notice, logged_in.then_some(csrf), &body)
+    layout(lang, notice, view.logged_in.then_some(csrf), &body)
+}
+
+/// How the visitor asked for the page.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageView {
+    /// Logged in with the password (the page offers to log out).
+    pub logged_in: bool,
+    /// `?failures=1`: the recent activity shows failures only.
+    pub failures_only: bool,
 }
 
 fn accounts(out: &mut String, s: &Status, w: &Words, csrf: &str) {
@@ -130,12 +144,7 @@ fn accounts(out: &mut String, s: &Status, w: &Words, csrf: &str) {
             .iter()
             .map(|r| format!("{} <code>{}</code>", esc(r.protocol), esc(&r.server)))
             .collect();
-        // ACTIVITY: the last upstream login per protocol goes here (issue 14, step 4).
-        let last = if a.last_logins.is_empty() {
-            format!("<span class=\"hint\">{}</span>", esc(w.not_recorded))
-        } else {
-            esc(&serde_json::Value::Array(a.last_logins.clone()).to_string())
-        };
+        let last = activity::logins(&a.last_logins, w);
         let _ = write!(
             out,
             "<tr class=\"account\"><td>{}</td><td>{}</td><td>{}</td><td>{last}</td></tr>",

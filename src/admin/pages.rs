@@ -19,6 +19,8 @@ use super::{page, status};
 #[derive(Deserialize)]
 pub struct LangQuery {
     lang: Option<String>,
+    /// `?failures=1`: recent activity, failures only.
+    failures: Option<String>,
 }
 
 /// The language for this request (switch, cookie, `Accept-Language`).
@@ -112,13 +114,11 @@ pub async fn index(
         .clone();
     let s = status::gather(&rt, &admin.bound, last).await;
     let notice = admin.sessions.take_notice(&session.id);
-    let html = page::status(
-        &s,
-        lang,
-        &session.csrf,
-        notice.as_deref(),
-        session.logged_in,
-    );
+    let view = page::PageView {
+        logged_in: session.logged_in,
+        failures_only: q.failures.is_some_and(|f| f == "1"),
+    };
+    let html = page::status(&s, lang, &session.csrf, notice.as_deref(), view);
     let r = ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
     with_cookies(r, new.then_some(&session), switch)
 }

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::activity::{Snapshot, UpstreamLogin};
 use crate::cli::check::CheckLine;
 use crate::config::{Config, ListenMode, Listener};
 use crate::proto::{Protocol, StartTlsMode};
@@ -28,6 +29,9 @@ pub struct Status {
     pub queue: Option<QueueView>,
     /// The last "check now", if any.
     pub last_check: Option<CheckView>,
+    /// Devices, recent session ends, the hourly chart's data and the upstream logins
+    /// (`crate::activity`).
+    pub activity: Snapshot,
 }
 
 /// One upstream account.
@@ -41,10 +45,9 @@ pub struct AccountRow {
     pub provider: &'static str,
     /// `(protocol, server)` for each configured service.
     pub servers: Vec<ServerRow>,
-    /// The last upstream login per protocol. ACTIVITY: filled from
-    /// `crate::activity::Snapshot` once that record exists (issue 14, step 4); empty
-    /// until then.
-    pub last_logins: Vec<serde_json::Value>,
+    /// The last upstream login per protocol (from the activity record): when, ok or
+    /// the refusal with its hint.
+    pub last_logins: Vec<UpstreamLogin>,
 }
 
 /// One upstream service of an account.
@@ -159,9 +162,10 @@ impl From<CheckLine> for CheckRow {
 /// Gathers the status (reads the queue directory on a blocking thread).
 pub async fn gather(rt: &Runtime, bound: &[SocketAddr], last_check: Option<CheckView>) -> Status {
     let config = &rt.config;
+    let activity = rt.activity.snapshot();
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        accounts: accounts(config),
+        accounts: accounts(config, &activity),
         listeners: listeners(config, bound),
         lockouts: rt
             .auth
@@ -174,10 +178,11 @@ pub async fn gather(rt: &Runtime, bound: &[SocketAddr], last_check: Option<Check
             .collect(),
         queue: queue(rt).await,
         last_check,
+        activity,
     }
 }
 
-fn accounts(config: &Config) -> Vec<AccountRow> {
+fn accounts(config: &Config, activity: &Snapshot) -> Vec<AccountRow> {
     config
         .accounts
         .iter()
@@ -194,7 +199,12 @@ fn accounts(config: &Config) -> Vec<AccountRow> {
                     })
                 })
                 .collect(),
-            last_logins: Vec::new(),
+            last_logins: activity
+                .upstream_logins
+                .iter()
+                .filter(|l| l.account == a.id)
+                .cloned()
+                .collect(),
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! The status page in a real browser (issue 14): headless Chromium driven over WebDriver
 //! (Debian's `chromium` and `chromium-driver`; `tests/install-deps.sh` installs them)
 //! after the sessions of `page` (a queued message, a bad login that locks its address
-//! out). The page must show the account, the failing address and the queued message;
+//! out). The page must show the account, the failing device and the queued message;
 //! clicking "Retry" with the upstream back must make the message leave the queue.
 //! Screenshots (English and 中文) go to `target/tmp/status-page-*.png`. Everything stays
 //! on 127.0.0.1: chromedriver listens there, and Chromium runs with background
@@ -223,6 +223,7 @@ async fn chromium_shows_the_page_and_retry_empties_the_queue() {
         "{refused}"
     );
     drop(c);
+    proxy.wait_for_log("\"result\":\"auth_failed\"", WAIT).await;
 
     let (_driver_process, addr) = chromedriver().await;
     let profile = tempfile::tempdir().unwrap();
@@ -230,7 +231,7 @@ async fn chromium_shows_the_page_and_retry_empties_the_queue() {
     let page = format!("http://{}/", proxy.admin_addr());
     web.visit(&page).await;
     let html = web.source().await;
-    for needle in ["12345@qq.com", "127.0.0.1", id.as_str()] {
+    for needle in ["12345@qq.com", "device failing", "auth_failed", id.as_str()] {
         assert!(html.contains(needle), "{needle} not shown:\n{html}");
     }
     let shot = web.screenshot("status-page-en.png").await;

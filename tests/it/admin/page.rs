@@ -157,6 +157,18 @@ fn assert_sections(s: &Value, upstream: SocketAddr, smtp_addr: SocketAddr, id: &
     assert_eq!(msg["id"], id, "{s}");
     assert_eq!(msg["recipients"][0]["address"], crate::smtp::RCPT, "{s}");
     assert!(msg["size"].as_u64() > Some(0), "{s}");
+    // Activity: the failing device, the two session ends, the hourly chart's data.
+    let device = &s["activity"]["devices"][0];
+    assert_eq!(device["host"], "127.0.0.1", "{s}");
+    assert_eq!(device["messages"], 1, "{s}");
+    assert_eq!(device["last_error"]["result"], "auth_failed", "{s}");
+    let recent = s["activity"]["recent"].as_array().expect("recent");
+    assert_eq!(recent.len(), 2, "{s}");
+    assert_eq!(recent[0]["result"], "auth_failed", "{s}");
+    assert_eq!(recent[1]["messages"], 1, "{s}");
+    let hourly = s["activity"]["hourly"].as_array().expect("hourly");
+    assert_eq!(hourly.len(), 24, "{s}");
+    assert_eq!(hourly[23]["messages"], 1, "{s}");
 }
 
 /// The page in English (default), in 中文 (`Accept-Language`) and by the switch.
@@ -181,6 +193,12 @@ async fn assert_html(web: &mut Browser, id: &str) {
     for needle in ["账户", "发送队列", "解锁", "重试", id] {
         assert!(zh.body.contains(needle), "{needle} missing:\n{}", zh.body);
     }
+    assert!(en.body.contains("class=\"device failing\""), "{}", en.body);
+    assert!(en.body.contains("<svg"), "{}", en.body);
+    assert_eq!(en.body.matches("class=\"session\"").count(), 2);
+    let failures = web.go("GET", "/?failures=1", &[], None).await;
+    assert_eq!(failures.body.matches("class=\"session\"").count(), 1);
+    assert!(failures.body.contains("auth_failed"), "{}", failures.body);
     let switched = web.go("GET", "/?lang=zh", &[], None).await;
     assert!(switched.body.contains("账户") && switched.head.contains("lang=zh"));
 }
@@ -220,6 +238,8 @@ async fn page_and_json_after_real_sessions() {
         refused.starts_with("535") || refused.starts_with("421"),
         "{refused}"
     );
+    // Both sessions are in the activity record once they ended.
+    proxy.wait_for_log("\"result\":\"auth_failed\"", WAIT).await;
     let mut web = Browser {
         addr: proxy.admin_addr(),
         cookie: None,
