@@ -30,6 +30,7 @@ use crate::secrets::Secret;
 mod budget;
 mod ceiling;
 mod failures;
+mod page;
 pub mod published;
 
 pub use budget::UserBudgets;
@@ -37,6 +38,7 @@ use budget::{Bucket, BudgetPolicy, Ended};
 pub use ceiling::Ceiling;
 pub use failures::FailureTable;
 use failures::{Admit, Fingerprint, Policy, Ticket};
+pub use page::PageVerdict;
 
 use crate::host::Host;
 

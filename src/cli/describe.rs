@@ -43,6 +43,9 @@ pub fn describe(c: &Config) -> String {
     if let Some(a) = c.admin {
         o.push_str("\n[admin]\n");
         line(&mut o, "listen", &quote(&a.to_string()));
+        if c.admin_password_hash.is_some() {
+            o.push_str("# password_hash is set (not shown)\n");
+        }
     }
     if !c.warnings.is_empty() {
         o.push('\n');

@@ -10,11 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::{CodeNeed, Config, LogFormat, ProcessEnv};
 
 mod ca;
-mod check;
+pub(crate) mod check;
 mod describe;
 mod init;
 mod prompt;
-mod queue;
+pub(crate) mod queue;
 mod serve;
 
 /// Command-line arguments.

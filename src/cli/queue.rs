@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::queue::store::{QueueId, Request, Store, StoreError};
 
 mod format;
-mod json;
+pub(crate) mod json;
 
 /// How long `retry` and `delete` wait for a running server to take their request: it
 /// scans for requests every few seconds.
@@ -110,7 +110,7 @@ fn need(dir: &Path) -> Result<Store> {
     open(dir, false)?.ok_or_else(|| anyhow!("no queue at {}", dir.display()))
 }
 
-fn parse_id(s: &str) -> Result<QueueId> {
+pub(crate) fn parse_id(s: &str) -> Result<QueueId> {
     QueueId::parse(s.trim()).ok_or_else(|| {
         anyhow!(
             "{:?} is not a queue ID: IDs are 21 characters 0-9A-F, as `qqmail-proxy queue list` \
@@ -176,12 +176,7 @@ fn ask(store: &Store, req: Request) -> Result<()> {
         Request::Retry(id) | Request::Delete(id) => Some(id.clone()),
         Request::RetryAll => None,
     };
-    match store.request(&req) {
-        Err(StoreError::NotFound(id)) => return Err(not_found(store, &id)),
-        other => {
-            other.with_context(|| format!("writing a request in {}", store.dir().display()))?
-        }
-    }
+    leave_request(store, &req)?;
     let deadline = Instant::now() + WAIT;
     let taken = wait_until(deadline, || Ok(!store.pending_requests()?.contains(&req)))?;
     // The server takes the file, then applies the request between deliveries.
@@ -212,6 +207,15 @@ fn ask(store: &Store, req: Request) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Leaves `req` in `ctl/` for the server (the status page's retry and delete buttons
+/// too); the server applies it on its next scan, between deliveries.
+pub(crate) fn leave_request(store: &Store, req: &Request) -> Result<()> {
+    match store.request(req) {
+        Err(StoreError::NotFound(id)) => Err(not_found(store, &id)),
+        other => other.with_context(|| format!("writing a request in {}", store.dir().display())),
+    }
 }
 
 /// Polls `done` every [`POLL`] until it is true or `deadline` passes.

@@ -91,6 +91,12 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
             }
             None => None,
         };
+        // What the status page shows: the addresses bound (a configured port 0 is the
+        // kernel's choice), in the config's order.
+        let bound: Vec<std::net::SocketAddr> = listeners
+            .iter()
+            .filter_map(|b| b.listener.local_addr().ok())
+            .collect();
         let grace = rt.config.limits.shutdown_grace;
         let current: Current = Arc::new(RwLock::new(Arc::new(rt)));
         let deliverer = start_queue(&current)?;
@@ -99,7 +105,8 @@ pub fn serve(path: Option<&Path>, log_format: Option<LogFormat>) -> Result<()> {
             crate::activity::persist::spawn(running(&current).activity.clone(), &state_dir);
         let shutdown = CancellationToken::new();
         if let Some(l) = admin_listener {
-            tokio::spawn(crate::admin::serve(l, current.clone(), shutdown.clone()));
+            let admin = crate::admin::serve(l, current.clone(), bound, shutdown.clone());
+            tokio::spawn(admin);
         }
         tokio::spawn(signals(
             path.map(Path::to_path_buf),

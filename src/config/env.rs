@@ -187,6 +187,32 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
     if let Some(v) = get("QQMAIL_ADMIN_LISTEN") {
         raw.admin.get_or_insert_with(Default::default).listen = Some(v);
     }
+    let admin_hash =
+        match (
+            get("QQMAIL_ADMIN_PASSWORD_HASH"),
+            get("QQMAIL_ADMIN_PASSWORD_HASH_FILE"),
+        ) {
+            (Some(_), Some(_)) => return Err(invalid(
+                "QQMAIL_ADMIN_PASSWORD_HASH",
+                "set only one of QQMAIL_ADMIN_PASSWORD_HASH and QQMAIL_ADMIN_PASSWORD_HASH_FILE",
+            )),
+            (Some(v), None) => Some(v),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(&path)
+                    .map_err(|e| {
+                        invalid(
+                            "QQMAIL_ADMIN_PASSWORD_HASH_FILE",
+                            format!("cannot read {path}: {e}"),
+                        )
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => None,
+        };
+    if let Some(v) = admin_hash {
+        raw.admin.get_or_insert_with(Default::default).password_hash = Some(v);
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use crate::proto::StartTlsMode;
 use crate::providers::{Provider, ServerAddr};
 use crate::secrets::Secret;
 
+mod admin;
 mod defaults;
 pub mod env;
 mod local_tls;
@@ -370,6 +371,8 @@ pub struct Config {
     pub limits: Limits,
     /// Health and metrics listener.
     pub admin: Option<SocketAddr>,
+    /// `[admin] password_hash`: the status page's login (required off loopback).
+    pub admin_password_hash: Option<String>,
     /// The store-and-forward queue (`[queue]`), used by `queue` and `fallback` delivery.
     pub queue: QueueSettings,
     /// Things worth a warning at start (not errors).

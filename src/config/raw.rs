@@ -222,6 +222,8 @@ pub struct RawTls {
 pub struct RawAdmin {
     /// Address of the health/metrics listener.
     pub listen: Option<String>,
+    /// Argon2 (or bcrypt) hash of the status page's password.
+    pub password_hash: Option<String>,
 }
 
 /// `[limits]`.

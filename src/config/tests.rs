@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use super::{Config, ConfigError, RewriteSender};
 use crate::providers::Security;
 
+mod admin;
 mod env_layer;
 mod local_tls;
 mod queue;

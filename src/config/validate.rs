@@ -168,6 +168,7 @@ pub(super) fn validate(
         Some(a) => Some(parse_listen("[admin] listen", a)?),
         None => None,
     };
+    let admin_password_hash = super::admin::validate_password(raw.admin.as_ref(), admin)?;
     let log_format = match &raw.log_format {
         Some(f) => Some(LogFormat::parse(f).ok_or_else(|| {
             invalid(
@@ -190,6 +191,7 @@ pub(super) fn validate(
         tls,
         limits,
         admin,
+        admin_password_hash,
         queue,
         warnings,
         file: None,

@@ -15,34 +15,37 @@ use serde::Serialize;
 use super::format::hint;
 use crate::queue::store::{Envelope, RcptState};
 
+/// One message of the listing (the status page shows the same fields).
 #[derive(Serialize)]
-struct Message<'a> {
-    id: &'a str,
-    age_seconds: u64,
-    size: u64,
-    account: &'a str,
-    sender: &'a str,
-    null_sender: bool,
-    recipients: Vec<Rcpt<'a>>,
-    attempts: u32,
-    next_attempt_in_seconds: u64,
-    last_error: Option<LastError>,
-    hint: Option<&'static str>,
-    possibly_duplicated: bool,
+pub(crate) struct Message<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) age_seconds: u64,
+    pub(crate) size: u64,
+    pub(crate) account: &'a str,
+    pub(crate) sender: &'a str,
+    pub(crate) null_sender: bool,
+    pub(crate) recipients: Vec<Rcpt<'a>>,
+    pub(crate) attempts: u32,
+    pub(crate) next_attempt_in_seconds: u64,
+    pub(crate) last_error: Option<LastError>,
+    pub(crate) hint: Option<&'static str>,
+    pub(crate) possibly_duplicated: bool,
 }
 
+/// One recipient of a [`Message`].
 #[derive(Serialize)]
-struct Rcpt<'a> {
-    address: &'a str,
-    state: &'static str,
+pub(crate) struct Rcpt<'a> {
+    pub(crate) address: &'a str,
+    pub(crate) state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reply: Option<String>,
+    pub(crate) reply: Option<String>,
 }
 
+/// A [`Message`]'s last error.
 #[derive(Serialize)]
-struct LastError {
-    class: &'static str,
-    text: String,
+pub(crate) struct LastError {
+    pub(crate) class: &'static str,
+    pub(crate) text: String,
 }
 
 /// Bytes as received, as JSON-safe text (serde escapes control characters).
@@ -86,10 +89,15 @@ fn message(env: &Envelope, now: SystemTime) -> Message<'_> {
     }
 }
 
+/// The listing's elements (the status page renders and serves the same).
+pub(crate) fn messages(envs: &[Envelope], now: SystemTime) -> Vec<Message<'_>> {
+    envs.iter().map(|e| message(e, now)).collect()
+}
+
 /// The listing as one JSON array (`[]` for an empty queue), pretty-printed, with a final
 /// newline.
 pub fn list(envs: &[Envelope], now: SystemTime) -> String {
-    let all: Vec<Message<'_>> = envs.iter().map(|e| message(e, now)).collect();
+    let all = messages(envs, now);
     // Serializing plain structs of strings and numbers cannot fail.
     let mut out = serde_json::to_string_pretty(&all).unwrap_or_else(|_| "[]".into());
     out.push('\n');

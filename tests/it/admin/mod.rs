@@ -14,8 +14,11 @@ use crate::support::config::{Account, ConfigBuilder};
 use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions, DEFAULT_CODE};
 
+mod browser;
 mod flood;
 mod host;
+mod login;
+mod page;
 mod view;
 
 const PASSWORD: &str = "Adm1n-Test-Pw";

@@ -11,7 +11,7 @@ use crate::support::proxy::Proxy;
 use crate::support::smtp::{FakeSmtp, SmtpOptions};
 
 /// Sends one message with `subject`; returns its queue ID from the 250 reply.
-pub(super) async fn queue_one(proxy: &Proxy, subject: &str) -> String {
+pub(crate) async fn queue_one(proxy: &Proxy, subject: &str) -> String {
     let mut c = Client::connect(proxy.smtp_addr()).await;
     c.ehlo().await;
     let r = c.auth_plain(USER, PASSWORD).await;

@@ -3,7 +3,7 @@
 //! binary end to end (killed while clients send and the upstream flaps; a full disk and
 //! `max_size` under a session).
 
-mod commands;
+pub(crate) mod commands;
 mod crash;
 mod disk_full;
 mod e2e_crash;
@@ -18,7 +18,7 @@ use sha2::Digest;
 
 /// A loopback port with nothing listening on it (the upstream is down until a fake is
 /// started there).
-fn unused_port() -> std::net::SocketAddr {
+pub(crate) fn unused_port() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -40,7 +40,7 @@ async fn until(limit: std::time::Duration, mut done: impl FnMut() -> bool) {
 /// A proxy config in `queue` mode for the test user, its upstream at `upstream` (a port
 /// with nothing listening: down), its queue in `spool`, the default `retry_min` (after a
 /// failed attempt only `queue retry` brings a message back within a test's waits).
-fn queue_mode_builder(
+pub(crate) fn queue_mode_builder(
     ca: &crate::support::ca::TestCa,
     upstream: std::net::SocketAddr,
     spool: &std::path::Path,
