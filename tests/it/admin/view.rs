@@ -38,11 +38,8 @@ async fn off_loopback_healthz_names_no_upstream_host() {
         .user("printer", PASSWORD, "main")
         .smtp("off")
         .listen("smtp", &[&format!("[{proxy_ip}]:0")])
-        // Off loopback the status page needs a login (issue 14): without a hash the
-        // proxy would refuse to start. /healthz stays open either way.
-        .extra(&format!(
-            "\n[admin]\nlisten = \"[::]:0\"\npassword_hash = {}",
-            crate::support::config::toml_str(&crate::support::config::argon2_hash("admin-pw"))
+        .extra(&crate::support::config::admin_off_loopback(
+            "[::]:0", "admin-pw",
         ));
     let mut words = ns.exec_prefix().to_vec();
     words.push(env!("CARGO_BIN_EXE_qqmail-proxy"));

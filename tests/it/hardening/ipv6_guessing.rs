@@ -68,7 +68,10 @@ async fn guesses_from_many_ipv6_addresses_are_bounded_per_user() {
         .listen("smtp", &[&format!("[{proxy_ip}]:0")])
         .limit("user_throttle_failures", &BUDGET.to_string())
         .limit("user_throttle_interval", "\"1h\"")
-        .extra(&format!("\n[admin]\nlisten = \"[{proxy_ip}]:0\""));
+        .extra(&crate::support::config::admin_off_loopback(
+            &format!("[{proxy_ip}]:0"),
+            "admin-pw",
+        ));
     let mut words = ns.exec_prefix().to_vec();
     words.push(env!("CARGO_BIN_EXE_qqmail-proxy"));
     let proxy = Proxy::launch(Launch::from_builder(&builder).program("ip", &words)).await;

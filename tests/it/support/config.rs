@@ -540,3 +540,14 @@ pub fn pem(label: &str, der: &[u8]) -> String {
     let _ = writeln!(out, "-----END {label}-----");
     out
 }
+
+/// An `[admin]` section listening on `listen` (a non-loopback address): off loopback the
+/// status page needs a login (issue 14), so it carries the hash of `password` — without
+/// one the proxy refuses to start. `/healthz` and `/metrics` stay open either way.
+pub fn admin_off_loopback(listen: &str, password: &str) -> String {
+    format!(
+        "\n[admin]\nlisten = {}\npassword_hash = {}\n",
+        toml_str(listen),
+        toml_str(&argon2_hash(password))
+    )
+}
