@@ -4,6 +4,8 @@
 set -euo pipefail
 
 packages=(
+  # the legacy-tls feature's vendored OpenSSL (openssl-src): a C compiler, perl and make
+  gcc make perl
   # clients driven by tests/it and tests/interop
   curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
   # script(1), the pseudo-terminal of tests/it/cli/colour.rs (Essential, listed to say why)

@@ -17,8 +17,12 @@ step() {
 
 # Cargo.toml's rust-version must be the real minimum of the locked tree.
 step "msrv" bash tests/msrv.sh
-step "cargo test" cargo test --all-targets --no-fail-fast
-# The container recipe reuses that build (a static link of the same objects).
+# One build for everything, with the legacy-tls feature (OpenSSL for TLS 1.0/1.1 on the
+# local side, compiled from source once: a few minutes on two cores): its tests
+# (tests/it/local_tls/old_tls.rs) need it, and the feature-less start-up error is a unit
+# test of both answers (config::local_tls::min_version), so no second build is needed.
+step "cargo test" cargo test --all-targets --features legacy-tls --no-fail-fast
+# The container recipe reuses that build (a static link of the same objects, same features).
 step "docker (podman, offline)" bash tests/docker/run.sh
 # Fuzzing smoke: every target for a few seconds (CI budget); see fuzz/README.md for long runs.
 fuzz_smoke() {
