@@ -84,7 +84,7 @@ pub(super) async fn handshake(
         }
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
+        Ok(Ok(tls)) => Some(ClientStream::Tls(tls)),
         Ok(Err(e)) => {
             warn!(
                 "{}",

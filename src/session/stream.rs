@@ -19,7 +19,7 @@ pub enum ClientStream {
     /// Plaintext.
     Plain(TcpStream),
     /// After STARTTLS, or on an implicit-TLS listener.
-    Tls(Box<LocalTlsStream>),
+    Tls(LocalTlsStream),
     /// Moved out (a placeholder while the stream changes hands); reads see EOF,
     /// writes fail.
     Closed,

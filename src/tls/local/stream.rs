@@ -27,7 +27,7 @@ impl LocalAcceptor {
     /// [`super::diagnose::explain`].
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<LocalTlsStream> {
         match self {
-            LocalAcceptor::Rustls(a) => Ok(LocalTlsStream::Rustls(a.accept(tcp).await?)),
+            LocalAcceptor::Rustls(a) => Ok(LocalTlsStream::Rustls(Box::new(a.accept(tcp).await?))),
             #[cfg(feature = "legacy-tls")]
             LocalAcceptor::OpenSsl(a) => Ok(LocalTlsStream::OpenSsl(a.accept(tcp).await?)),
         }
@@ -42,8 +42,8 @@ impl LocalAcceptor {
 /// A local TLS connection, from either backend.
 #[derive(Debug)]
 pub enum LocalTlsStream {
-    /// rustls.
-    Rustls(tokio_rustls::server::TlsStream<TcpStream>),
+    /// rustls (boxed: its buffers make it ~1.2 KB, OpenSSL's is a pointer).
+    Rustls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// OpenSSL.
     #[cfg(feature = "legacy-tls")]
     OpenSsl(tokio_openssl::SslStream<TcpStream>),
