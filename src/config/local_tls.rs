@@ -56,7 +56,8 @@ pub(super) fn min_version(
             return Err(invalid(
                 KEY,
                 format!(
-                    "{other:?} is not a TLS version: use \"1.2\" (the default), \"1.1\" or                      \"1.0\" (for devices that speak only TLS 1.0; SSL 3 is not offered)"
+                    "{other:?} is not a TLS version: use \"1.2\" (the default), \"1.1\" or \
+                     \"1.0\" (for devices that speak only TLS 1.0; SSL 3 is not offered)"
                 ),
             ))
         }
@@ -65,7 +66,10 @@ pub(super) fn min_version(
         return Err(invalid(
             KEY,
             format!(
-                "\"{}\" needs the legacy-tls feature, which this build of qqmail-proxy does                  not have (rustls offers TLS 1.2 and 1.3 only): use the Docker image, or build                  with `cargo build --release --features legacy-tls`; or remove the setting and                  connect the device to a plain listener on a trusted LAN",
+                "\"{}\" needs the legacy-tls feature, which this build of qqmail-proxy does \
+                 not have (rustls offers TLS 1.2 and 1.3 only): use the Docker image, or build \
+                 with `cargo build --release --features legacy-tls`; or remove the setting and \
+                 connect the device to a plain listener on a trusted LAN",
                 version.name()
             ),
         ));

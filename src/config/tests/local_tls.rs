@@ -195,6 +195,7 @@ fn min_version_with_and_without_the_feature() {
             (Ok(v), Ok(e)) => assert_eq!(v, *e, "{value:?} {built}"),
             (Err(err), Err(needles)) => {
                 let text = err.to_string();
+                assert!(!text.contains("  "), "broken line continuation: {text}");
                 for n in *needles {
                     assert!(text.contains(n), "{value:?} {built}: {text}");
                 }
