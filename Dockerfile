@@ -25,7 +25,10 @@ ARG BINARY_FROM=build
 # --- build: a statically linked glibc binary ------------------------------------------
 # crt-static instead of musl: glibc 2.36 resolves /etc/hosts and DNS without NSS modules,
 # so the binary runs in scratch/distroless. `--target` keeps RUSTFLAGS away from build
-# scripts and proc macros, which cannot be static.
+# scripts and proc macros, which cannot be static. `--features legacy-tls`: TLS 1.0/1.1
+# for old printers on the local side (QQMAIL_TLS_MIN_VERSION=1.0) through a vendored
+# OpenSSL, compiled here from source (the image has gcc, perl and make) and linked
+# statically; it is off unless that variable or `[tls] min_version` asks for it.
 FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
@@ -33,7 +36,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(uname -m)-unknown-linux-gnu" \
     && RUSTFLAGS='-C target-feature=+crt-static' \
-       cargo build --release --locked --target "$target" --bin qqmail-proxy \
+       cargo build --release --locked --features legacy-tls --target "$target" --bin qqmail-proxy \
     && mkdir -p /out/var-lib/qqmail-proxy \
     && chmod 0700 /out/var-lib/qqmail-proxy \
     && cp "target/$target/release/qqmail-proxy" /out/qqmail-proxy

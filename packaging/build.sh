@@ -76,9 +76,12 @@ build_binary() { # arch -> path of the static binary
   fi
   # crt-static through CARGO_TARGET_<triple>_RUSTFLAGS: it reaches the target's crates
   # only, never build scripts or proc macros (which cannot be static).
+  # x86_64 carries legacy-tls (TLS 1.0/1.1 for old printers; OpenSSL linked statically),
+  # as the Docker image does. aarch64 does not yet: OpenSSL would have to be cross-compiled
+  # too (on a Pi, `docker build .` or `cargo build --release --features legacy-tls` has it).
   if [ "$arch" = x86_64 ]; then
     CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS='-C target-feature=+crt-static' \
-      cargo build --release --locked --target "$triple" --bin qqmail-proxy >&2
+      cargo build --release --locked --features legacy-tls --target "$triple" --bin qqmail-proxy >&2
     echo "$repo/target/$triple/release/qqmail-proxy"
   else
     local rustc

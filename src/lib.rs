@@ -43,5 +43,10 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod tls;
+
+/// True in a build with the `legacy-tls` feature: the local side can accept TLS 1.0 and
+/// 1.1 (`[tls] min_version`) through OpenSSL. A constant rather than `#[cfg]` at the use
+/// sites, so that both answers (and their messages) are compiled and tested in one build.
+pub const LEGACY_TLS: bool = cfg!(feature = "legacy-tls");
 pub mod trust;
 pub mod upstream;

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use thiserror::Error;
-use tokio_rustls::TlsAcceptor;
 
 use crate::activity::Activity;
 use crate::auth::{Authenticator, Guards};
@@ -50,7 +49,7 @@ pub struct Runtime {
     /// Local users (configured or generated).
     pub auth: Authenticator,
     /// The local TLS acceptor, when any listener offers STARTTLS or implicit TLS.
-    pub acceptor: Option<TlsAcceptor>,
+    pub acceptor: Option<tls::local::LocalAcceptor>,
     /// SHA-256 fingerprint of the local certificate.
     pub fingerprint: Option<String>,
     /// True when the local certificate was generated during this start.

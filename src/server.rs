@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::ListenMode;
+use crate::config::{ListenAddr, ListenMode};
 use crate::host::Host;
 use crate::proto::imap::ImapLogin;
 use crate::proto::pop3::Pop3Login;
@@ -59,6 +59,9 @@ pub struct Bound {
 pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
     let cfg = &rt.config;
     let mut out = Vec::new();
+    // Listeners where a TLS 1.0/1.1 client can connect, for one line at the end.
+    let mut old_tls = Vec::new();
+    let legacy = rt.acceptor.as_ref().is_some_and(|a| a.accepts_old_tls());
     for (protocol, listener) in [
         (Protocol::Smtp, cfg.smtp.as_ref().map(|s| &s.listener)),
         (Protocol::Imap, cfg.imap.as_ref()),
@@ -79,12 +82,35 @@ pub async fn bind(rt: &Runtime) -> Result<Vec<Bound>, ServerError> {
                 ListenMode::Tls => "off",
             };
             info!(protocol = protocol.name(), addr = %local, tls = la.mode.name(), starttls, "listening");
+            if legacy && (la.mode != ListenMode::Plain || starttls != "off") {
+                let how = if la.mode == ListenMode::Plain {
+                    " (STARTTLS)"
+                } else {
+                    ""
+                };
+                old_tls.push(format!(
+                    "{} {}{how}",
+                    protocol.name(),
+                    ListenAddr {
+                        addr: local,
+                        mode: la.mode
+                    }
+                ));
+            }
             out.push(Bound {
                 protocol,
                 listener: l,
                 mode: la.mode,
             });
         }
+    }
+    if !old_tls.is_empty() {
+        warn!(
+            "old TLS accepted: TLS {v} and newer, CBC suites included (OpenSSL, [tls] \
+             min_version = \"{v}\") on {}; it is weak: keep these listeners on a trusted LAN",
+            old_tls.join(", "),
+            v = cfg.tls.min_version.name()
+        );
     }
     Ok(out)
 }

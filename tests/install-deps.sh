@@ -4,6 +4,9 @@
 set -euo pipefail
 
 packages=(
+  # the legacy-tls feature: tests/run.sh links the system's static OpenSSL (libssl-dev);
+  # a C compiler, perl and make build the vendored one (cargo build without OPENSSL_NO_VENDOR)
+  libssl-dev pkg-config gcc make perl
   # clients driven by tests/it and tests/interop
   curl swaks libnet-ssleay-perl python3 msmtp isync neomutt openssl ca-certificates
   # script(1), the pseudo-terminal of tests/it/cli/colour.rs (Essential, listed to say why)

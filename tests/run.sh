@@ -15,10 +15,21 @@ step() {
   if "$@" 2>&1 | tee -a "$log"; then :; else failed_steps+=("$name"); fi
 }
 
+# The legacy-tls feature's OpenSSL: the system's static libraries (libssl-dev, installed
+# above) instead of the vendored source build, which the test, docker and packaging builds
+# would each compile again (minutes apiece on two cores). OPENSSL_STATIC keeps the docker
+# step's crt-static link possible; .ci/run sets the same, so clippy's build is reused.
+# The Dockerfile's own build stays vendored.
+export OPENSSL_NO_VENDOR=1 OPENSSL_STATIC=1
+
 # Cargo.toml's rust-version must be the real minimum of the locked tree.
 step "msrv" bash tests/msrv.sh
-step "cargo test" cargo test --all-targets --no-fail-fast
-# The container recipe reuses that build (a static link of the same objects).
+# One build for everything, with the legacy-tls feature (OpenSSL for TLS 1.0/1.1 on the
+# local side): its tests (tests/it/local_tls/old_tls.rs) need it, and the feature-less
+# start-up error is a unit test of both answers (config::local_tls::min_version), so no
+# second build is needed.
+step "cargo test" cargo test --all-targets --features legacy-tls --no-fail-fast
+# The container recipe reuses that build (a static link of the same objects, same features).
 step "docker (podman, offline)" bash tests/docker/run.sh
 # Release artifacts (packaging/build.sh all): the static aarch64 binary and the arm64 image
 # under qemu, both .deb packages in a throwaway root, lintian.

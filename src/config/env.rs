@@ -184,6 +184,9 @@ pub fn apply(raw: &mut RawConfig, env: &dyn Env, file_given: bool) -> Result<(),
     if let Some(v) = get("QQMAIL_STATE_DIR") {
         raw.state_dir = Some(v.into());
     }
+    if let Some(v) = get("QQMAIL_TLS_MIN_VERSION") {
+        raw.tls.min_version = Some(v);
+    }
     if let Some(v) = get("QQMAIL_ADMIN_LISTEN") {
         raw.admin.get_or_insert_with(Default::default).listen = Some(v);
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use super::raw::RawTls;
-use super::{invalid, ConfigError, KeyType, ListenAddr, ListenMode, LocalTls};
+use super::{invalid, ConfigError, KeyType, ListenAddr, ListenMode, LocalTls, MinVersion};
 
 /// `[tls]`, with the generated files' defaults in `state_dir`.
 pub(super) fn validate_tls(raw: &RawTls, state_dir: &Path) -> Result<LocalTls, ConfigError> {
@@ -22,7 +22,9 @@ pub(super) fn validate_tls(raw: &RawTls, state_dir: &Path) -> Result<LocalTls, C
             ))
         }
     };
+    let min_version = min_version(raw.min_version.as_deref(), crate::LEGACY_TLS)?;
     Ok(LocalTls {
+        min_version,
         cert_file: raw
             .cert_file
             .clone()
@@ -36,6 +38,43 @@ pub(super) fn validate_tls(raw: &RawTls, state_dir: &Path) -> Result<LocalTls, C
         ca_cert_file: state_dir.join("local-ca.pem"),
         ca_key_file: state_dir.join("local-ca-key.pem"),
     })
+}
+
+/// `[tls] min_version` (or `QQMAIL_TLS_MIN_VERSION`). `legacy_built` is
+/// [`crate::LEGACY_TLS`], a parameter so that tests cover the build without the feature
+/// too: there an old version is a start-up error saying how to get a build that has it.
+pub(super) fn min_version(
+    value: Option<&str>,
+    legacy_built: bool,
+) -> Result<MinVersion, ConfigError> {
+    const KEY: &str = "[tls] min_version (QQMAIL_TLS_MIN_VERSION)";
+    let version = match value.map(str::trim) {
+        None | Some("1.2") => MinVersion::Tls12,
+        Some("1.1") => MinVersion::Tls11,
+        Some("1.0") => MinVersion::Tls10,
+        Some(other) => {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{other:?} is not a TLS version: use \"1.2\" (the default), \"1.1\" or \
+                     \"1.0\" (for devices that speak only TLS 1.0; SSL 3 is not offered)"
+                ),
+            ))
+        }
+    };
+    if version.is_legacy() && !legacy_built {
+        return Err(invalid(
+            KEY,
+            format!(
+                "\"{}\" needs the legacy-tls feature, which this build of qqmail-proxy does \
+                 not have (rustls offers TLS 1.2 and 1.3 only): use the Docker image, or build \
+                 with `cargo build --release --features legacy-tls`; or remove the setting and \
+                 connect the device to a plain listener on a trusted LAN",
+                version.name()
+            ),
+        ));
+    }
+    Ok(version)
 }
 
 /// A protocol listener's address: `IP:port` (plaintext, STARTTLS per `starttls`) or

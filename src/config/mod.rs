@@ -250,6 +250,38 @@ pub struct LocalTls {
     pub ca_cert_file: PathBuf,
     /// The local CA's private key (`state_dir/local-ca-key.pem`, mode 0600).
     pub ca_key_file: PathBuf,
+    /// `[tls] min_version`: the oldest protocol the local side accepts.
+    pub min_version: MinVersion,
+}
+
+/// `[tls] min_version`: the oldest TLS version local clients may use. Below 1.2 the local
+/// side is served by OpenSSL (the `legacy-tls` feature), since rustls offers 1.2+ only;
+/// the upstream side is rustls and TLS 1.2+ whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum MinVersion {
+    /// TLS 1.0 (RFC 2246): old printers, scanners, Windows XP-era apps.
+    Tls10,
+    /// TLS 1.1 (RFC 4346).
+    Tls11,
+    /// TLS 1.2 (the default; rustls).
+    #[default]
+    Tls12,
+}
+
+impl MinVersion {
+    /// The config spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            MinVersion::Tls10 => "1.0",
+            MinVersion::Tls11 => "1.1",
+            MinVersion::Tls12 => "1.2",
+        }
+    }
+
+    /// True when clients older than TLS 1.2 are accepted (the OpenSSL backend).
+    pub fn is_legacy(self) -> bool {
+        self < MinVersion::Tls12
+    }
 }
 
 /// `[tls] key_type`: the key of a generated certificate.

@@ -214,6 +214,8 @@ pub struct RawTls {
     pub names: Option<Vec<String>>,
     /// `rsa` or `ecdsa`, for a generated certificate.
     pub key_type: Option<String>,
+    /// `"1.2"`, `"1.1"` or `"1.0"`: the oldest protocol the local side accepts.
+    pub min_version: Option<String>,
 }
 
 /// `[admin]`.

@@ -67,6 +67,7 @@ pub(super) async fn handshake(
     peer: SocketAddr,
 ) -> Option<ClientStream> {
     let timeout = rt.config.limits.pre_auth_timeout;
+    let min = rt.config.tls.min_version;
     let acceptor = rt.acceptor.clone()?;
     let ClientStream::Plain(tcp) = client else {
         return None;
@@ -78,18 +79,21 @@ pub(super) async fn handshake(
         Ok(Ok(n)) => n,
         Ok(Err(_)) => 0,
         Err(_) => {
-            warn!("{}", explain(peer.ip(), &[], Failure::Timeout));
+            warn!("{}", explain(peer.ip(), &[], Failure::Timeout, min));
             return None;
         }
     };
     match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
+        Ok(Ok(tls)) => Some(ClientStream::Tls(tls)),
         Ok(Err(e)) => {
-            warn!("{}", explain(peer.ip(), &head[..n], Failure::Error(&e)));
+            warn!(
+                "{}",
+                explain(peer.ip(), &head[..n], Failure::Error(&e), min)
+            );
             None
         }
         Err(_) => {
-            warn!("{}", explain(peer.ip(), &head[..n], Failure::Timeout));
+            warn!("{}", explain(peer.ip(), &head[..n], Failure::Timeout, min));
             None
         }
     }

@@ -1,5 +1,6 @@
-//! The client connection: plain TCP until STARTTLS, then TLS. One enum, so the pipeline
-//! and the relays are written once for both.
+//! The client connection: plain TCP until STARTTLS, then TLS (rustls or, for old TLS
+//! versions, OpenSSL: [`LocalTlsStream`]). One enum, so the pipeline and the relays are
+//! written once for all of them.
 
 use std::io;
 use std::pin::Pin;
@@ -9,15 +10,16 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use crate::tls::local::LocalTlsStream;
 
 /// A client connection.
 #[derive(Debug)]
 pub enum ClientStream {
     /// Plaintext.
     Plain(TcpStream),
-    /// After STARTTLS.
-    Tls(Box<TlsStream<TcpStream>>),
+    /// After STARTTLS, or on an implicit-TLS listener.
+    Tls(LocalTlsStream),
     /// Moved out (a placeholder while the stream changes hands); reads see EOF,
     /// writes fail.
     Closed,

@@ -1,5 +1,7 @@
 //! TLS on both sides: the local certificate for STARTTLS (`local`) and verified
-//! connections to the providers (`upstream`). rustls only, TLS 1.2 and 1.3, ring.
+//! connections to the providers (`upstream`). rustls, TLS 1.2 and 1.3, ring — except the
+//! local side of a `legacy-tls` build with `[tls] min_version` below 1.2 (OpenSSL, see
+//! `local::legacy`); the upstream side is rustls always.
 
 use std::sync::Arc;
 
@@ -42,6 +44,15 @@ pub enum TlsError {
     /// Certificate generation failed.
     #[error("generating the local certificate: {0}")]
     Generate(#[from] rcgen::Error),
+    /// OpenSSL (the `legacy-tls` backend for `[tls] min_version` below 1.2) refused the
+    /// certificate, the key or a setting.
+    #[error("[tls] min_version = \"{version}\" (OpenSSL): {message}")]
+    Legacy {
+        /// The configured `min_version`.
+        version: &'static str,
+        /// OpenSSL's reasons, and which file.
+        message: String,
+    },
     /// RSA key generation failed.
     #[error("generating an RSA key: {0}")]
     Rsa(String),

@@ -106,7 +106,9 @@ if [ -n "${QQMAIL_DOCKER_BINARY:-}" ]; then
   cp "$QQMAIL_DOCKER_BINARY" "$ctx/qqmail-proxy" && built=1 || built=0
 else
   mkdir -p "$work/bin"
-  if cargo rustc --locked --bin qqmail-proxy -- \
+  # --features legacy-tls: as tests/run.sh built it (and as the image ships): the vendored
+  # OpenSSL is a static library, linked into the static binary like everything else.
+  if cargo rustc --locked --features legacy-tls --bin qqmail-proxy -- \
     -C target-feature=+crt-static -C strip=symbols -o "$work/bin/qqmail-proxy" >"$work/build.log" 2>&1; then
     # rustc appends cargo's -C extra-filename to the -o name.
     bin=$(find "$work/bin" -maxdepth 1 -type f -name 'qqmail-proxy*' ! -name '*.d' | head -n 1)
@@ -210,7 +212,9 @@ start_container() { # name, extra options...
 }
 logfile() { pm inspect --format '{{.HostConfig.LogConfig.Path}}' "$1"; }
 
+# QQMAIL_TLS_MIN_VERSION=1.0: the image carries the legacy-tls feature (OpenSSL, static).
 if start_container proxy1 \
+  -e QQMAIL_TLS_MIN_VERSION=1.0 \
   -e QQMAIL_AUTH_CODE_FILE=/run/secrets/qq_auth_code \
   -v "$work/qq_auth_code:/run/secrets/qq_auth_code:ro" \
   -v qqmail-state:/var/lib/qqmail-proxy; then
@@ -248,6 +252,19 @@ if start_container proxy1 \
     pass "STARTTLS with the certificate generated into the volume, then send"
   else
     fail "STARTTLS with the generated certificate" "$out"
+  fi
+  # A TLS 1.0-only client (as old printers are) gets through STARTTLS.
+  out=$(openssl s_client -connect "127.0.0.1:$smtp_port" -starttls smtp -tls1 \
+    -cipher 'DEFAULT@SECLEVEL=0' </dev/null 2>&1)
+  if grep -Eq '^ *Protocol *: TLSv1$' <<<"$out" && grep -Eq '^ *Cipher *: [A-Z0-9-]+-SHA$' <<<"$out"; then
+    pass "TLS 1.0 STARTTLS with QQMAIL_TLS_MIN_VERSION=1.0 ($(grep -E '^ *Cipher *:' <<<"$out" | xargs))"
+  else
+    fail "TLS 1.0 STARTTLS with QQMAIL_TLS_MIN_VERSION=1.0" "$(tail -n 15 <<<"$out")"
+  fi
+  if grep -q 'old TLS accepted' "$(logfile proxy1)"; then
+    pass "the start log names the listeners that accept old TLS"
+  else
+    fail "the start log names the listeners that accept old TLS" "$(tail -n 20 "$(logfile proxy1)")"
   fi
   if out=$(python3 "$here/client.py" auth-fails "$smtp_port" "$gen_user" wrong-password 2>&1); then
     pass "a wrong local password gets 535"

@@ -74,7 +74,7 @@ mkdir -p "$work/tmp"
 # --- packaging/build.sh all -----------------------------------------------------------------
 # The x86_64 binary: `cargo rustc` links the debug objects statically (see tests/docker).
 mkdir -p "$work/bin"
-if cargo rustc --locked --bin qqmail-proxy -- -C target-feature=+crt-static -C strip=symbols \
+if cargo rustc --locked --features legacy-tls --bin qqmail-proxy -- -C target-feature=+crt-static -C strip=symbols \
   -o "$work/bin/qqmail-proxy" >"$work/x86.log" 2>&1; then
   x86=$(find "$work/bin" -maxdepth 1 -type f -name 'qqmail-proxy*' ! -name '*.d' | head -n 1)
 else

@@ -117,3 +117,90 @@ fn key_type() {
         }
     }
 }
+
+/// `[tls] min_version` in the file and `QQMAIL_TLS_MIN_VERSION`, as this build loads them
+/// (an old version only with the legacy-tls feature).
+#[test]
+fn min_version_in_the_file_and_the_environment() {
+    use crate::config::MinVersion;
+    let f = Fixture::new();
+    let old_ok = |v| crate::LEGACY_TLS.then_some(v);
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<MinVersion>);
+    let cases: &[Case] = &[
+        ("", &[], Some(MinVersion::Tls12)),
+        ("min_version = \"1.2\"", &[], Some(MinVersion::Tls12)),
+        ("min_version = \"1.1\"", &[], old_ok(MinVersion::Tls11)),
+        ("min_version = \"1.0\"", &[], old_ok(MinVersion::Tls10)),
+        (
+            "min_version = \"1.2\"",
+            &[("QQMAIL_TLS_MIN_VERSION", "1.0")],
+            old_ok(MinVersion::Tls10),
+        ),
+        (
+            "",
+            &[("QQMAIL_TLS_MIN_VERSION", "1.2")],
+            Some(MinVersion::Tls12),
+        ),
+        ("min_version = \"TLSv1\"", &[], None),
+        ("min_version = \"1.3\"", &[], None),
+    ];
+    for (line, env, expected) in cases {
+        let toml = format!("{ACCOUNT}{SMTP}\n[tls]\n{line}\n");
+        match expected {
+            Some(v) => assert_eq!(f.ok(&toml, env).tls.min_version, *v, "{line} {env:?}"),
+            None => assert_error(
+                line,
+                f.load(&toml, env),
+                &["[tls] min_version (QQMAIL_TLS_MIN_VERSION)"],
+            ),
+        }
+    }
+}
+
+/// Both builds' answers, whichever this one is: without the feature an old version is a
+/// start-up error that names the key and says how to get a build that accepts it.
+#[test]
+fn min_version_with_and_without_the_feature() {
+    use crate::config::local_tls::min_version;
+    use crate::config::MinVersion;
+    type Case<'a> = (Option<&'a str>, bool, Result<MinVersion, &'a [&'a str]>);
+    let cases: &[Case] = &[
+        (None, false, Ok(MinVersion::Tls12)),
+        (Some("1.2"), false, Ok(MinVersion::Tls12)),
+        (Some("1.0"), true, Ok(MinVersion::Tls10)),
+        (Some(" 1.1 "), true, Ok(MinVersion::Tls11)),
+        (
+            Some("1.0"),
+            false,
+            Err(&[
+                "[tls] min_version (QQMAIL_TLS_MIN_VERSION)",
+                "\"1.0\" needs the legacy-tls feature",
+                "cargo build --release --features legacy-tls",
+                "Docker image",
+            ]),
+        ),
+        (
+            Some("1.1"),
+            false,
+            Err(&["\"1.1\" needs the legacy-tls feature"]),
+        ),
+        (
+            Some("SSLv3"),
+            true,
+            Err(&["is not a TLS version", "\"1.0\""]),
+        ),
+    ];
+    for (value, built, expected) in cases {
+        match (min_version(*value, *built), expected) {
+            (Ok(v), Ok(e)) => assert_eq!(v, *e, "{value:?} {built}"),
+            (Err(err), Err(needles)) => {
+                let text = err.to_string();
+                assert!(!text.contains("  "), "broken line continuation: {text}");
+                for n in *needles {
+                    assert!(text.contains(n), "{value:?} {built}: {text}");
+                }
+            }
+            (got, _) => panic!("{value:?} {built}: got {got:?}, expected {expected:?}"),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The local certificate for STARTTLS: loaded from `[tls]`, or generated on first start
 //! and signed by the local CA ([`ca`]; key files mode 0600, new directories 0700), and the
-//! rustls acceptor built from it. Existing files must pass the [`crate::trust`] rule.
+//! acceptor built from it: rustls, or OpenSSL ([`legacy`]) when `[tls] min_version` is
+//! below 1.2. Existing files must pass the [`crate::trust`] rule.
 
 use std::fs;
 use std::io::Write;
@@ -16,16 +17,20 @@ use super::{provider, TlsError};
 use crate::config::LocalTls;
 use crate::trust::{self, Kind};
 use ca::Ca;
+pub use stream::{LocalAcceptor, LocalTlsStream};
 
 pub mod ca;
 pub mod diagnose;
+#[cfg(feature = "legacy-tls")]
+pub mod legacy;
 pub mod names;
 pub mod sniff;
+pub mod stream;
 
 /// A loaded local certificate.
 pub struct LocalCert {
-    /// Acceptor for STARTTLS.
-    pub acceptor: TlsAcceptor,
+    /// Acceptor for STARTTLS and implicit TLS.
+    pub acceptor: LocalAcceptor,
     /// SHA-256 fingerprint of the leaf, `AB:CD:...`, for users to compare in their client.
     pub fingerprint: String,
     /// True when it was generated during this start.
@@ -73,7 +78,14 @@ pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, Tls
         }
     };
     let certs = read_certs("[tls] cert_file", &cfg.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| TlsError::Pem {
+    // Read once for either backend; wiped when dropped.
+    let key_pem =
+        zeroize::Zeroizing::new(fs::read(&cfg.key_file).map_err(|source| TlsError::Io {
+            what: "[tls] key_file",
+            path: cfg.key_file.display().to_string(),
+            source,
+        })?);
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
         what: "[tls] key_file",
         path: cfg.key_file.display().to_string(),
         message: format!("no usable private key ({e})"),
@@ -86,14 +98,40 @@ pub fn load_or_generate(cfg: &LocalTls, hostname: &str) -> Result<LocalCert, Tls
             renewed.join(", ")
         );
     }
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let acceptor = if cfg.min_version.is_legacy() {
+        legacy_acceptor(cfg, &key_pem)?
+    } else {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        LocalAcceptor::Rustls(TlsAcceptor::from(Arc::new(config)))
+    };
     Ok(LocalCert {
-        acceptor: TlsAcceptor::from(Arc::new(config)),
+        acceptor,
         fingerprint,
         generated,
+    })
+}
+
+/// The OpenSSL acceptor for `[tls] min_version` below 1.2, on the same files.
+#[cfg(feature = "legacy-tls")]
+fn legacy_acceptor(cfg: &LocalTls, key_pem: &[u8]) -> Result<LocalAcceptor, TlsError> {
+    let chain = fs::read(&cfg.cert_file).map_err(|source| TlsError::Io {
+        what: "[tls] cert_file",
+        path: cfg.cert_file.display().to_string(),
+        source,
+    })?;
+    legacy::acceptor(&cfg.cert_file, &chain, key_pem, cfg.min_version).map(LocalAcceptor::OpenSsl)
+}
+
+/// Without the feature the configuration already refused an old `min_version`
+/// (`config::local_tls`); this keeps a hand-built `LocalTls` from silently getting 1.2.
+#[cfg(not(feature = "legacy-tls"))]
+fn legacy_acceptor(cfg: &LocalTls, _key_pem: &[u8]) -> Result<LocalAcceptor, TlsError> {
+    Err(TlsError::Legacy {
+        version: cfg.min_version.name(),
+        message: "this build has no legacy-tls feature (cargo build --features legacy-tls)".into(),
     })
 }
 

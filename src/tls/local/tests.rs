@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::config::KeyType;
+use crate::config::{KeyType, MinVersion};
 
 fn cfg(dir: &Path, key_type: KeyType) -> LocalTls {
     LocalTls {
@@ -14,6 +14,36 @@ fn cfg(dir: &Path, key_type: KeyType) -> LocalTls {
         key_type,
         ca_cert_file: dir.join("local-ca.pem"),
         ca_key_file: dir.join("local-ca-key.pem"),
+        min_version: MinVersion::Tls12,
+    }
+}
+
+/// `[tls] min_version` below 1.2 picks OpenSSL on the same generated files (RSA and
+/// ECDSA), in a legacy-tls build; elsewhere it is refused, never silently 1.2.
+#[test]
+fn old_min_version_picks_the_openssl_acceptor() {
+    for key_type in [KeyType::Rsa, KeyType::Ecdsa] {
+        for (min, old) in [
+            (MinVersion::Tls12, false),
+            (MinVersion::Tls11, true),
+            (MinVersion::Tls10, true),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let c = LocalTls {
+                min_version: min,
+                ..cfg(dir.path(), key_type)
+            };
+            match load_or_generate(&c, "gw.example") {
+                Ok(cert) => {
+                    assert!(!old || crate::LEGACY_TLS, "{key_type:?} {min:?}");
+                    assert_eq!(cert.acceptor.accepts_old_tls(), old, "{key_type:?} {min:?}");
+                }
+                Err(e) => {
+                    assert!(old && !crate::LEGACY_TLS, "{key_type:?} {min:?}: {e}");
+                    assert!(e.to_string().contains("legacy-tls"), "{e}");
+                }
+            }
+        }
     }
 }
 

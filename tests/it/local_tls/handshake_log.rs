@@ -1,6 +1,7 @@
 //! A failed local handshake is logged as one plain line naming the client and why: only
-//! old TLS offered (and what works instead), no cipher suite in common,
-//! the certificate rejected. On a tls:// listener and after STARTTLS.
+//! old TLS offered (and the `[tls] min_version` that takes it, or in a build without the
+//! legacy-tls feature how to get one), no cipher suite in common, the certificate
+//! rejected. On a tls:// listener and after STARTTLS.
 
 use super::*;
 use crate::support::proxy::Proxy;
@@ -27,14 +28,26 @@ async fn failed_handshakes_say_why_in_one_line() {
     let (tls, plain) = (ready[0].to_string(), ready[1].to_string());
     let upstream_ca = ca.pem_path().display().to_string();
     let old = ["-cipher", "DEFAULT@SECLEVEL=0"];
+    // What this build tells a TLS 1.0/1.1 device (JSON-escaped, as in the log).
+    let advice = |v: &str| {
+        if qqmail_proxy::LEGACY_TLS {
+            format!("set [tls] min_version = \\\"{v}\\\" to accept this device")
+        } else {
+            format!(
+                "this build accepts TLS 1.2 and 1.3 only: [tls] min_version = \\\"{v}\\\" needs"
+            )
+        }
+    };
+    let tls10 = format!("client 127.0.0.1 offered only TLS 1.0; {}", advice("1.0"));
+    let tls11 = format!("client 127.0.0.1 offered only TLS 1.1; {}", advice("1.1"));
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             [&["-connect", &tls, "-tls1"][..], &old[..]].concat(),
-            "client 127.0.0.1 offered only TLS 1.0; this gateway accepts TLS 1.2 and 1.3 only",
+            &tls10,
         ),
         (
             [&["-connect", &tls, "-tls1_1"][..], &old[..]].concat(),
-            "client 127.0.0.1 offered only TLS 1.1; this gateway accepts TLS 1.2 and 1.3 only",
+            &tls11,
         ),
         (
             [
@@ -42,7 +55,7 @@ async fn failed_handshakes_say_why_in_one_line() {
                 &old[..],
             ]
             .concat(),
-            "client 127.0.0.1 offered only TLS 1.0; this gateway accepts TLS 1.2 and 1.3 only",
+            &tls10,
         ),
         (
             vec!["-connect", &tls, "-tls1_2", "-cipher", "AES128-SHA"],

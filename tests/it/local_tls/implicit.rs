@@ -18,6 +18,13 @@ use super::*;
 /// Each protocol on `tls://127.0.0.1:0` (announced first) and a plain `127.0.0.1:0`,
 /// STARTTLS optional on the plain ones, certificate generated.
 async fn start() -> (Proxy, [SocketAddr; 3], impl Drop, ConfigBuilder, PathBuf) {
+    start_with(&[]).await
+}
+
+/// [`start`], with these lines added to `[tls]`.
+pub(super) async fn start_with(
+    tls_lines: &[&str],
+) -> (Proxy, [SocketAddr; 3], impl Drop, ConfigBuilder, PathBuf) {
     let ca = TestCa::new("implicit upstream CA");
     let smtp = FakeSmtp::start(SmtpOptions::implicit(&ca));
     // The IMAP and POP3 fakes expect the SMTP fake's user, the account's address.
@@ -36,6 +43,9 @@ async fn start() -> (Proxy, [SocketAddr; 3], impl Drop, ConfigBuilder, PathBuf) 
         .pop3("optional");
     for section in ["smtp", "imap", "pop3"] {
         builder = builder.listen(section, &["tls://127.0.0.1:0", "127.0.0.1:0"]);
+    }
+    for line in tls_lines {
+        builder = builder.tls_line(line);
     }
     let proxy = Proxy::start_built(&builder, &[]).await;
     let ready = proxy.readiness();

@@ -1,5 +1,6 @@
 //! Local TLS for legacy devices (issue 13): the local CA and its exported certificate, the
-//! generated RSA leaf, and the verifying clients that must accept it.
+//! generated RSA leaf, and the verifying clients that must accept it; TLS 1.0/1.1 on the
+//! local side (`old_tls`, legacy-tls builds) and never on the upstream side.
 //! Shared here: the usual one-account SMTP setup and `qqmail-proxy <args>` runs.
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ mod auto;
 mod ca;
 mod handshake_log;
 mod implicit;
+#[cfg(feature = "legacy-tls")]
+mod old_tls;
+mod upstream_unchanged;
 
 /// The local user's password (distinctive, so a leak is findable).
 pub const PASSWORD: &str = "Tls-Pr1nter-Pa55";
