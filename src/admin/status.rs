@@ -96,8 +96,9 @@ pub struct ListenerRow {
     pub address: String,
     /// How sessions start.
     pub security: Security,
-    /// The lowest TLS version offered (`"1.2"`: rustls offers 1.2 and 1.3), or `None`
-    /// when the address never speaks TLS.
+    /// The lowest TLS version accepted (`[tls] min_version`: `"1.2"` by default, rustls
+    /// with 1.2 and 1.3; `"1.0"`/`"1.1"` through OpenSSL), or `None` when the address
+    /// never speaks TLS.
     pub min_tls: Option<&'static str>,
 }
 
@@ -227,7 +228,7 @@ fn listeners(config: &Config, bound: &[SocketAddr]) -> Vec<ListenerRow> {
                 protocol: protocol.name(),
                 address: addr.to_string(),
                 security,
-                min_tls: (security != Security::Plain).then_some("1.2"),
+                min_tls: (security != Security::Plain).then_some(config.tls.min_version.name()),
             });
         }
     }
