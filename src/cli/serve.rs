@@ -206,31 +206,48 @@ fn describe(rt: &Runtime) {
     info!(users = rt.auth.user_count(), "local users loaded");
 }
 
+/// Installs the signal handlers at once — before `ready` is logged: a SIGTERM that arrives
+/// right after `ready` (a supervisor, a test) must reach them, not the default action,
+/// which kills the process without the graceful shutdown — and returns the task that
+/// waits for them.
 #[cfg(unix)]
-async fn signals(path: Option<PathBuf>, current: Current, shutdown: CancellationToken) {
+fn signals(
+    path: Option<PathBuf>,
+    current: Current,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let installed = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
-    ) else {
-        error!("cannot install signal handlers");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { info!("SIGINT: shutting down"); break; }
-            _ = hup.recv() => reload(path.as_deref(), &current),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = installed else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { info!("SIGINT: shutting down"); break; }
+                _ = hup.recv() => reload(path.as_deref(), &current),
+            }
         }
+        shutdown.cancel();
     }
-    shutdown.cancel();
 }
 
 #[cfg(not(unix))]
-async fn signals(_path: Option<PathBuf>, _current: Current, shutdown: CancellationToken) {
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
+fn signals(
+    _path: Option<PathBuf>,
+    _current: Current,
+    shutdown: CancellationToken,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
+    }
 }
 
 /// Re-reads the configuration; on any error the running one stays. The new runtime takes
