@@ -31,6 +31,15 @@ pub fn lang(query: Option<&str>, headers: &HeaderMap) -> Lang {
     Lang::choose(query, access::cookie(headers, "lang"), accept)
 }
 
+impl LangQuery {
+    /// The language for this request, and the `?lang` switch to remember in a cookie
+    /// (`None` when the request made no choice).
+    fn language(&self, headers: &HeaderMap) -> (Lang, Option<Lang>) {
+        let code = self.lang.as_deref();
+        (lang(code, headers), code.and_then(Lang::parse))
+    }
+}
+
 /// What the visitor may do.
 pub enum Visitor {
     /// Use the page, with this session (`true`: it was just made, set its cookie).
@@ -99,9 +108,7 @@ pub async fn index(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let lang_code = q.lang.as_deref();
-    let lang = lang(lang_code, &headers);
-    let switch = lang_code.and_then(Lang::parse);
+    let (lang, switch) = q.language(&headers);
     let (session, new) = match visitor(&admin, peer, &headers) {
         Visitor::Allowed(s, new) => (s, new),
         Visitor::Stranger => return with_cookies(see_other("/login"), None, switch),
@@ -163,9 +170,7 @@ pub async fn login_form(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let lang_code = q.lang.as_deref();
-    let lang = lang(lang_code, &headers);
-    let switch = lang_code.and_then(Lang::parse);
+    let (lang, switch) = q.language(&headers);
     let logged_in = admin.sessions.get(&headers).is_some_and(|s| s.logged_in);
     if logged_in || access::open_to(peer) {
         return see_other("/");
