@@ -247,10 +247,16 @@ async fn chromium_shows_the_page_and_retry_empties_the_queue() {
     );
     web.click(&format!("tr#q-{id} form[action='/queue/retry'] button"))
         .await;
-    assert!(
-        web.source().await.contains("id=\"notice\""),
-        "a notice after the click"
-    );
+    // The click submits the form; the POST, its 303 and the page it leads to finish after
+    // the click returns, so read the page until the notice is there (or WAIT passes).
+    let deadline = std::time::Instant::now() + WAIT;
+    while !web.source().await.contains("id=\"notice\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a notice after the click"
+        );
+        tokio::task::yield_now().await;
+    }
     fake.wait_messages(1, WAIT).await;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
